@@ -1,0 +1,59 @@
+# Quanyu — run `make help` for the targets.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin
+PLUGINS := $(notdir $(wildcard plugins/*))
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X github.com/quanyu/quanyu/internal/version.Version=$(VERSION)
+# Privileged tests (AF_PACKET, network namespaces) need root; CI runs as root.
+TEST_TIMEOUT ?= 40m
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## Show the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## Build bin/quanyu and the plugins into bin/plugins/
+	@mkdir -p $(BIN)/plugins
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/quanyu ./cmd/quanyu
+	@for p in $(PLUGINS); do \
+		echo "$(GO) build -o $(BIN)/plugins/quanyu-$$p ./plugins/$$p"; \
+		$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/plugins/quanyu-$$p ./plugins/$$p || exit 1; \
+	done
+
+.PHONY: test
+test: build ## Run every test (as root, the privileged ones too)
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+.PHONY: race
+race: ## Run the tests of the concurrent parts with the race detector
+	$(GO) test -race -count=1 ./sdk/... ./core/... ./plugins/...
+
+.PHONY: generate
+generate: ## Regenerate protobuf code (pinned generators from go.mod)
+	$(GO) run ./internal/tools/protogen -I sdk/proto -out . quanyu/plugin/v1/plugin.proto
+
+.PHONY: check-generated
+check-generated: generate ## Fail if the committed generated code differs from a fresh generation
+	@git diff --exit-code -- sdk/internal/pb || { echo "generated code is stale: run make generate and commit"; exit 1; }
+
+.PHONY: lint
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+.PHONY: bench
+bench: ## Run the benchmarks (results and commands are recorded in bench/RESULTS.md)
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+.PHONY: demo
+demo: build ## Run the agent on this host's interfaces, printing records (needs root)
+	@if [ "$$(id -u)" != 0 ]; then echo "make demo captures packets: run it as root (sudo make demo)"; exit 1; fi
+	@echo "Quanyu agent: watching every interface but lo; records are printed below. Ctrl-C stops it."
+	$(BIN)/quanyu agent
+
+.PHONY: clean
+clean: ## Remove build output
+	rm -rf $(BIN)

@@ -1,0 +1,455 @@
+// Package core is the agent: it reads its configuration, starts the capture, decoder and sink
+// plugins, moves batches between them, adds what only the host knows (inventory), reports its own
+// counters, and stops everything cleanly.
+package core
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/quanyu/quanyu/core/internal/inventory"
+	"github.com/quanyu/quanyu/core/internal/pipeline"
+	"github.com/quanyu/quanyu/core/internal/pluginhost"
+	"github.com/quanyu/quanyu/sdk"
+)
+
+// Options are what the agent takes besides its configuration.
+type Options struct {
+	// Files switches the agent to replay: the capture plugin reads them and the agent exits when
+	// they end. Nothing is dropped in replay: queues wait instead.
+	Files []string
+	// Log is the agent's logger (slog.Default() when nil).
+	Log *slog.Logger
+	// Stdout is where printing sinks write (os.Stdout when nil).
+	Stdout *os.File
+	// Progress, when set, gets a progress line for large replays.
+	Progress io.Writer
+}
+
+// Agent is one running agent.
+type Agent struct {
+	cfg            Config
+	hostConfigured bool // a replay names a host only when told one
+	opts           Options
+	log            *slog.Logger
+	host           *pluginhost.Host
+
+	mu      sync.Mutex
+	subs    []sdk.Subscription
+	capture *pluginhost.Plugin
+	sinks   map[string]*pluginhost.Plugin
+	pipe    *pipeline.Pipeline
+	started time.Time
+}
+
+// NewAgent checks the configuration and prepares an agent; Run starts it.
+func NewAgent(cfg Config, opts Options) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	if opts.Stdout == nil {
+		opts.Stdout = os.Stdout
+	}
+	hostname, err := os.Hostname()
+	if err != nil {
+		return nil, fmt.Errorf("reading host name: %w", err)
+	}
+	hostConfigured := cfg.Host != ""
+	if !hostConfigured {
+		cfg.Host = hostname
+	}
+	if cfg.PluginDir == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("locating the quanyu binary to find plugins (set plugin_dir): %w", err)
+		}
+		cfg.PluginDir = filepath.Join(filepath.Dir(exe), "plugins")
+	}
+	a := &Agent{cfg: cfg, opts: opts, log: opts.Log.With("component", "agent"), hostConfigured: hostConfigured}
+	subs, err := LoadSubscriptions(cfg.Subscription)
+	if err != nil {
+		return nil, err
+	}
+	a.subs = subs
+	a.host = &pluginhost.Host{
+		Dir: cfg.PluginDir, Log: opts.Log.With("component", "plugin"), LogLevel: levelOf(cfg.Log.Level),
+		Checksums: cfg.PluginChecksums, Stdout: opts.Stdout,
+	}
+	return a, nil
+}
+
+func levelOf(s string) slog.Level {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(s))
+	return l
+}
+
+// LoadSubscriptions reads a subscription file; an empty path gives the default subscription,
+// which matches everything.
+func LoadSubscriptions(path string) ([]sdk.Subscription, error) {
+	if path == "" {
+		return []sdk.Subscription{{ID: sdk.DefaultSubscriptionID}}, nil
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading subscription file: %w", err)
+	}
+	subs, err := sdk.ParseSubscriptions(raw)
+	if err != nil {
+		return nil, fmt.Errorf("subscription file %s: %w", path, err)
+	}
+	return subs, nil
+}
+
+// CheckInterfaces refuses a subscription set that names an interface (not a glob) this host does
+// not have: capturing nothing while claiming to watch it would be a silent loss.
+func CheckInterfaces(subs []sdk.Subscription, have []string) error {
+	var missing []string
+	for i, s := range subs {
+		for j, nic := range s.Spec.NIC {
+			if inventory.IsGlob(nic) {
+				continue
+			}
+			found := false
+			for _, h := range have {
+				if h == nic {
+					found = true
+				}
+			}
+			if !found {
+				missing = append(missing, fmt.Sprintf("[%d].spec.NIC[%d]: no interface %q on this host", i, j, nic))
+			}
+		}
+	}
+	if len(missing) > 0 {
+		sort.Strings(missing)
+		return fmt.Errorf("%w: %s", sdk.ErrRejected, strings.Join(missing, "; "))
+	}
+	return nil
+}
+
+func (a *Agent) live() bool { return len(a.opts.Files) == 0 }
+
+func (a *Agent) captureConfig() sdk.CaptureConfig {
+	a.mu.Lock()
+	subs := a.subs
+	a.mu.Unlock()
+	c := a.cfg.Capture
+	return sdk.CaptureConfig{
+		Host: a.cfg.Host, Interfaces: c.Interfaces, ExcludeInterfaces: c.ExcludeInterfaces,
+		Files: a.opts.Files, Subscriptions: subs, IdleTimeout: c.IdleTimeout, ActiveTimeout: c.ActiveTimeout,
+		FlushInterval: c.FlushInterval, BatchSize: c.BatchSize, MaxFlows: c.MaxFlows, SnapLen: c.SnapLen,
+		Options: a.pluginOptions("capture-" + c.Backend),
+	}
+}
+
+func (a *Agent) pluginOptions(name string) json.RawMessage {
+	opts, ok := a.cfg.Plugins[name]
+	if !ok {
+		return nil
+	}
+	raw, err := json.Marshal(opts)
+	if err != nil {
+		// The configuration came from YAML, so it always encodes; say so if it ever does not.
+		a.log.Error("encoding plugin options", "plugin", name, "err", err)
+		return nil
+	}
+	return raw
+}
+
+// sinkHandle adapts a plugin to the pipeline's view of a sink.
+type sinkHandle struct{ p *pluginhost.Plugin }
+
+func (h sinkHandle) CurrentSink() (sdk.Sink, <-chan struct{}) {
+	ch := h.p.Changed()
+	impl, _ := h.p.Current()
+	return impl.(sdk.Sink), ch
+}
+
+// Run runs the agent until ctx ends (live) or the replayed files end, then stops every plugin.
+func (a *Agent) Run(ctx context.Context) (err error) {
+	a.started = time.Now()
+	defer func() {
+		stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if stopErr := a.host.StopAll(stopCtx); stopErr != nil {
+			a.log.Warn("stopping plugins", "err", stopErr)
+		}
+	}()
+	if a.live() {
+		inv, err := inventory.Collect(a.cfg.Host, inventory.Options{})
+		if err != nil {
+			return fmt.Errorf("reading host inventory: %w", err)
+		}
+		if err := CheckInterfaces(a.subs, inventory.InterfaceNames(inv)); err != nil {
+			return err
+		}
+	}
+
+	a.sinks = map[string]*pluginhost.Plugin{}
+	handles := map[string]pipeline.SinkHandle{}
+	for _, name := range a.cfg.Sinks {
+		pname := "sink-" + name
+		cfg := sdk.SinkConfig{Host: a.cfg.Host, Options: a.pluginOptions(pname)}
+		p, err := a.host.Start(ctx, pname, sdk.KindSink, pluginhost.Options{
+			Restart: a.live(),
+			Configure: func(ctx context.Context, impl any) error {
+				return impl.(sdk.Sink).Configure(ctx, cfg)
+			},
+		})
+		if err != nil {
+			return err
+		}
+		a.sinks[name] = p
+		handles[name] = sinkHandle{p}
+	}
+	a.pipe = pipeline.New(pipeline.Options{
+		QueueBatches: a.cfg.Pipeline.QueueBatches,
+		Block:        !a.live(),
+		Enrich:       a.enrich,
+		Log:          a.opts.Log.With("component", "pipeline"),
+	}, handles)
+	a.pipe.Start()
+
+	capName := "capture-" + a.cfg.Capture.Backend
+	a.capture, err = a.host.Start(ctx, capName, sdk.KindCapture, pluginhost.Options{
+		Restart:   a.live(),
+		Configure: a.configureCapture,
+	})
+	if err != nil {
+		return err
+	}
+	a.log.Info("agent started", "host", a.cfg.Host, "capture", capName, "sinks", a.cfg.Sinks,
+		"subscriptions", len(a.subs), "replay_files", len(a.opts.Files))
+
+	runCtx, cancelRun := context.WithCancel(context.Background())
+	defer cancelRun()
+	runDone := make(chan error, 1)
+	go func() { runDone <- a.runCapture(runCtx) }()
+
+	bg, stopBG := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.reportLoop(bg)
+	}()
+	if a.live() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.inventoryLoop(bg)
+		}()
+	}
+
+	var runErr error
+	select {
+	case runErr = <-runDone:
+	case <-ctx.Done():
+		a.log.Info("stopping: flushing flows")
+		shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		impl, _ := a.capture.Current()
+		if err := impl.(sdk.Capture).Shutdown(shutCtx); err != nil {
+			a.log.Warn("capture shutdown", "err", err)
+		}
+		select {
+		case runErr = <-runDone:
+		case <-shutCtx.Done():
+			a.log.Warn("capture did not finish in time; its last records are lost")
+			cancelRun()
+			<-runDone
+		}
+		cancel()
+	}
+	stopBG()
+	wg.Wait()
+	a.emitStats(context.Background())
+	drainCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.pipe.Close(drainCtx); err != nil {
+		a.log.Warn("sink queues not drained", "err", err)
+	}
+	return runErr
+}
+
+// enrich fills in what the core knows for every record: the host's name. Replayed records keep
+// an empty host unless one is configured, since the file was not captured here.
+func (a *Agent) enrich(b *sdk.Batch) {
+	if !a.live() && !a.hostConfigured {
+		return
+	}
+	for i := range b.Flows {
+		if b.Flows[i].Host == "" {
+			b.Flows[i].Host = a.cfg.Host
+		}
+	}
+	for i := range b.Events {
+		if b.Events[i].Host == "" {
+			b.Events[i].Host = a.cfg.Host
+		}
+	}
+}
+
+func (a *Agent) configureCapture(ctx context.Context, impl any) error {
+	return impl.(sdk.Capture).Configure(ctx, a.captureConfig())
+}
+
+// runCapture streams batches from the capture plugin into the pipeline, across restarts of the
+// plugin. It returns when the input ends (replay), when the plugin was shut down, or when ctx ends.
+func (a *Agent) runCapture(ctx context.Context) error {
+	for {
+		changed := a.capture.Changed()
+		impl, gen := a.capture.Current()
+		err := impl.(sdk.Capture).Run(ctx, a.pipe)
+		if err == nil || ctx.Err() != nil {
+			return nil
+		}
+		if !a.live() {
+			return fmt.Errorf("replay: %w", err)
+		}
+		a.log.Warn("capture stream broke; waiting for the plugin to restart", "err", err)
+		if _, now := a.capture.Current(); now != gen {
+			continue
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// SetSubscriptions applies a new subscription set to the running capture without restarting it.
+// When the plugin refuses the set, the previous one stays in force and the error says why.
+func (a *Agent) SetSubscriptions(ctx context.Context, subs []sdk.Subscription) error {
+	if err := sdk.ValidateSet(subs); err != nil {
+		return fmt.Errorf("%w: %v", sdk.ErrRejected, err)
+	}
+	inv, err := inventory.Collect(a.cfg.Host, inventory.Options{})
+	if err != nil {
+		return fmt.Errorf("reading host inventory: %w", err)
+	}
+	if err := CheckInterfaces(subs, inventory.InterfaceNames(inv)); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	prev := a.subs
+	a.subs = subs
+	a.mu.Unlock()
+	if err := a.capture.Reconfigure(ctx, a.configureCapture); err != nil {
+		a.mu.Lock()
+		a.subs = prev
+		a.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+// Counters are the agent's own counters.
+func (a *Agent) Counters() map[string]uint64 {
+	c := a.pipe.Counters()
+	c["agent.uptime_seconds"] = uint64(time.Since(a.started).Seconds())
+	if a.capture != nil {
+		c["plugin."+a.capture.Name+".restarts"] = a.capture.Restarts()
+	}
+	for _, p := range a.sinks {
+		c["plugin."+p.Name+".restarts"] = p.Restarts()
+	}
+	return c
+}
+
+// emitStats sends the agent's and the capture plugin's counters down the pipeline.
+func (a *Agent) emitStats(ctx context.Context) {
+	now := time.Now().UTC()
+	b := &sdk.Batch{Stats: []sdk.Stats{{Source: "agent", Time: now, Counters: a.Counters()}}}
+	impl, _ := a.capture.Current()
+	hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	h, err := impl.(sdk.Capture).Health(hctx)
+	cancel()
+	if err == nil {
+		b.Stats = append(b.Stats, sdk.Stats{Source: a.capture.Name, Time: now, Counters: h.Counters})
+		if h.Status != sdk.HealthOK {
+			a.log.Warn("capture reports trouble", "status", h.Status, "message", h.Message)
+		}
+	} else if !errors.Is(err, context.Canceled) {
+		a.log.Warn("asking capture for its counters", "err", err)
+	}
+	if err := a.pipe.Emit(ctx, b); err != nil && !errors.Is(err, pipeline.ErrClosed) {
+		a.log.Warn("sending stats", "err", err)
+	}
+}
+
+// progressMinBytes is the replay size from which a progress line is worth printing.
+const progressMinBytes = 32 << 20
+
+func (a *Agent) reportLoop(ctx context.Context) {
+	stats := time.NewTicker(a.cfg.Pipeline.StatsInterval)
+	defer stats.Stop()
+	progress := time.NewTicker(time.Second)
+	defer progress.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-stats.C:
+			if a.live() {
+				a.emitStats(ctx)
+			}
+		case <-progress.C:
+			if !a.live() && a.opts.Progress != nil {
+				a.printProgress(ctx)
+			}
+		}
+	}
+}
+
+func (a *Agent) printProgress(ctx context.Context) {
+	impl, _ := a.capture.Current()
+	hctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	h, err := impl.(sdk.Capture).Health(hctx)
+	if err != nil {
+		return
+	}
+	total, read := h.Counters["file.bytes_total"], h.Counters["file.bytes_read"]
+	if total < progressMinBytes {
+		return
+	}
+	fmt.Fprintf(a.opts.Progress, "replay: %3.0f%%  %d of %d MiB, %d packets\n",
+		100*float64(read)/float64(total), read>>20, total>>20, h.Counters["packets"])
+}
+
+func (a *Agent) inventoryLoop(ctx context.Context) {
+	var last *sdk.Inventory
+	tick := time.NewTicker(a.cfg.Pipeline.InventoryInterval)
+	defer tick.Stop()
+	for {
+		inv, err := inventory.Collect(a.cfg.Host, inventory.Options{})
+		if err != nil {
+			a.log.Warn("reading host inventory", "err", err)
+		} else if !inventory.Same(last, inv) {
+			last = inv
+			if err := a.pipe.Emit(ctx, &sdk.Batch{Inventory: inv}); err != nil && !errors.Is(err, pipeline.ErrClosed) {
+				a.log.Warn("sending inventory", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}

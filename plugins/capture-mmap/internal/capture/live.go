@@ -1,0 +1,394 @@
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gopacket/gopacket/afpacket"
+	"golang.org/x/net/bpf"
+
+	"github.com/quanyu/quanyu/plugins/capture-mmap/internal/cbpf"
+	"github.com/quanyu/quanyu/plugins/capture-mmap/internal/flowtable"
+	"github.com/quanyu/quanyu/sdk"
+)
+
+// rejectAll is the filter a socket has from its creation until its subscriptions' filter
+// replaces it.
+var rejectAll = []bpf.RawInstruction{{Op: 0x06, K: 0}} // ret #0
+
+// tickInterval is how often the flow table is checked for idle, closed and long flows.
+const tickInterval = 100 * time.Millisecond
+
+// live is one live capture: the table every interface feeds, and a reader per interface.
+type live struct {
+	c   *Capture
+	snd *sender
+
+	mu    sync.Mutex // guards table: readers account under it, the manager ticks under it
+	table *flowtable.Table
+
+	readers    map[string]*reader
+	closed     closedRing // counters of sockets already closed
+	agentNames []string   // interfaces the NIC-less subscriptions cover now
+	matcherGen uint64     // configuration generation the table's matcher was built from
+	wg         sync.WaitGroup
+	inexact    map[string]string // interface → why its filter is wider than the subscriptions
+	skipped    map[string]bool   // watched interfaces that cannot be captured, already reported
+	errors     atomic.Uint64     // sockets that failed to open or read
+}
+
+// reader owns one interface's socket.
+type reader struct {
+	name    string
+	tp      *afpacket.TPacket
+	stop    atomic.Bool
+	done    chan struct{}
+	program []string // subscription ids compiled into the socket's filter
+	gen     uint64
+
+	ringPackets, ringDrops, ringFreezes uint64 // last read from the kernel
+}
+
+// agentWatches reports whether the agent's own interface patterns (capture.interfaces minus
+// capture.exclude_interfaces) take in the interface: the scope of subscriptions that name no NIC.
+func agentWatches(cfg *sdk.CaptureConfig, name string) bool {
+	for _, p := range cfg.ExcludeInterfaces {
+		if ok, _ := path.Match(p, name); ok {
+			return false
+		}
+	}
+	for _, p := range cfg.Interfaces {
+		if ok, _ := path.Match(p, name); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// noInterface is a NIC pattern no interface name matches (names cannot contain '/').
+const noInterface = "/"
+
+// scope gives the subscriptions as they apply on this host: one that names no NIC is made to
+// name the interfaces the agent watches, so the flow table's matcher and every socket filter tag
+// and pass a flow only for the subscriptions that watch its interface. An interface outside the
+// agent's patterns (lo) can still be watched by a subscription that names it, and then only for
+// that subscription.
+func scope(cfg *sdk.CaptureConfig, ifaces []string) (subs []sdk.Subscription, agentNames []string) {
+	for _, name := range ifaces {
+		if agentWatches(cfg, name) {
+			agentNames = append(agentNames, name)
+		}
+	}
+	slices.Sort(agentNames)
+	subs = make([]sdk.Subscription, len(cfg.Subscriptions))
+	copy(subs, cfg.Subscriptions)
+	for i := range subs {
+		if len(subs[i].Spec.NIC) > 0 {
+			continue
+		}
+		subs[i].Spec.NIC = append([]string{noInterface}, agentNames...)
+	}
+	return subs, agentNames
+}
+
+// watchedBy reports whether any of the scoped subscriptions watches the interface.
+func watchedBy(subs []sdk.Subscription, name string) bool {
+	for _, s := range subs {
+		for _, p := range s.Spec.NIC {
+			if ok, _ := path.Match(p, name); ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (c *Capture) runLive(ctx context.Context, out sdk.Emitter) error {
+	cfg, changed := c.current()
+	l := &live{c: c, snd: newSender(cfg.sdk.BatchSize, false), readers: map[string]*reader{},
+		inexact: map[string]string{}, skipped: map[string]bool{}, matcherGen: ^uint64(0)}
+	var err error
+	l.table, err = flowtable.New(cfg.table, sdk.NewMatcher(nil), l.snd.add)
+	if err != nil {
+		return fmt.Errorf("building the flow table: %w", err)
+	}
+	sendDone := make(chan error, 1)
+	go func() { sendDone <- l.snd.run(ctx, out) }()
+
+	if err := l.sync(cfg); err != nil {
+		c.log.Warn("opening capture sockets", "err", err)
+	}
+	tick := time.NewTicker(tickInterval)
+	defer tick.Stop()
+	flush := time.NewTicker(cfg.sdk.FlushInterval)
+	defer flush.Stop()
+	rescan := time.NewTicker(time.Duration(cfg.opts.RescanIntervalMS) * time.Millisecond)
+	defer rescan.Stop()
+	publish := time.NewTicker(time.Second)
+	defer publish.Stop()
+	l.publish()
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-c.shutdown:
+			break loop
+		case <-changed:
+			cfg, changed = c.current()
+			if err := l.sync(cfg); err != nil {
+				c.log.Warn("applying subscriptions to capture sockets", "err", err)
+			}
+			c.log.Info("subscriptions applied", "subscriptions", len(cfg.sdk.Subscriptions), "interfaces", len(l.readers))
+		case now := <-tick.C:
+			l.mu.Lock()
+			l.table.Tick(now)
+			l.mu.Unlock()
+		case <-flush.C:
+			l.snd.flush()
+		case <-rescan.C:
+			if err := l.sync(cfg); err != nil {
+				c.log.Warn("re-reading interfaces", "err", err)
+			}
+		case <-publish.C:
+			l.publish()
+		}
+	}
+	for name := range l.readers {
+		l.stopReader(name)
+	}
+	l.wg.Wait()
+	l.mu.Lock()
+	l.table.Flush(sdk.EndShutdown)
+	l.mu.Unlock()
+	l.snd.flush()
+	l.publish()
+	close(l.snd.queue)
+	err = <-sendDone
+	l.publish()
+	return err
+}
+
+// sync makes the set of open sockets match the interfaces the configuration watches, and gives
+// every socket the filter of the current subscriptions.
+func (l *live) sync(cfg *config) error {
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return fmt.Errorf("listing interfaces: %w", err)
+	}
+	names := make([]string, len(ifaces))
+	for i, ifc := range ifaces {
+		names[i] = ifc.Name
+	}
+	subs, agentNames := scope(&cfg.sdk, names)
+	// The table's matcher changes with the subscriptions and with the interfaces the NIC-less
+	// ones cover (a container's veth appearing).
+	if cfg.gen != l.matcherGen || !slices.Equal(agentNames, l.agentNames) {
+		l.mu.Lock()
+		err := l.table.SetMatcher(sdk.NewMatcher(subs))
+		l.mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("applying subscriptions to the flow table: %w", err)
+		}
+		l.matcherGen, l.agentNames = cfg.gen, agentNames
+		for _, r := range l.readers {
+			r.gen = ^uint64(0) // the filters must be recompiled too
+		}
+	}
+	want := map[string]bool{}
+	for _, name := range names {
+		if !watchedBy(subs, name) {
+			continue
+		}
+		if !hasEthernetHeader(name) {
+			if !l.skipped[name] {
+				l.skipped[name] = true
+				l.c.log.Warn("interface carries no Ethernet header (a tun or similar device); it is not captured", "nic", name)
+			}
+			continue
+		}
+		want[name] = true
+	}
+	for name := range l.readers {
+		if !want[name] {
+			l.stopReader(name)
+		}
+	}
+	var errs []error
+	for name := range want {
+		r, ok := l.readers[name]
+		if ok && r.gen == cfg.gen {
+			continue
+		}
+		prog, err := cbpf.Compile(subs, name, cbpf.Options{SnapLen: uint32(cfg.sdk.SnapLen)})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("compiling the socket filter for %s: %w", name, err))
+			continue
+		}
+		if prog.Exact {
+			delete(l.inexact, name)
+		} else if l.inexact[name] != prog.Reason {
+			l.inexact[name] = prog.Reason
+			l.c.log.Warn("socket filter is wider than the subscriptions; user space filters the rest",
+				"nic", name, "reason", prog.Reason)
+		}
+		if !ok {
+			r, err = l.open(name, cfg)
+			if err != nil {
+				l.errors.Add(1)
+				errs = append(errs, err)
+				continue
+			}
+		}
+		// SO_ATTACH_FILTER replaces the socket's filter in one step: no moment without one.
+		if err := r.tp.SetBPF(prog.Instructions); err != nil {
+			errs = append(errs, fmt.Errorf("attaching the socket filter to %s: %w", name, err))
+			if !ok {
+				r.tp.Close()
+			}
+			continue
+		}
+		r.gen, r.program = cfg.gen, prog.Subscriptions
+		if !ok {
+			l.readers[name] = r
+			l.wg.Add(1)
+			go l.read(r)
+			l.c.log.Info("capturing", "nic", name, "filter_instructions", len(prog.Instructions), "exact", prog.Exact)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (l *live) open(name string, cfg *config) (*reader, error) {
+	o := cfg.opts
+	tp, err := afpacket.NewTPacket(
+		afpacket.OptInterface(name),
+		afpacket.TPacketVersion3,
+		afpacket.OptBlockSize(o.BlockSize),
+		afpacket.OptNumBlocks(o.NumBlocks),
+		// V3 packs packets of any size into blocks; the frame size only has to divide the block.
+		afpacket.OptFrameSize(4096),
+		afpacket.OptBlockTimeout(time.Duration(o.BlockTimeoutMS)*time.Millisecond),
+		afpacket.OptPollTimeout(tickInterval),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("opening an AF_PACKET ring on %s: %w", name, err)
+	}
+	// Until the subscription filter is attached, the socket takes nothing: a new socket must not
+	// let through, even briefly, traffic no subscription wants.
+	if err := tp.SetBPF(rejectAll); err != nil {
+		tp.Close()
+		return nil, fmt.Errorf("attaching the initial filter to %s: %w", name, err)
+	}
+	if o.Promiscuous {
+		if err := tp.SetPromiscuous(true); err != nil {
+			tp.Close()
+			return nil, fmt.Errorf("setting %s promiscuous: %w", name, err)
+		}
+	}
+	return &reader{name: name, tp: tp, done: make(chan struct{})}, nil
+}
+
+func (l *live) stopReader(name string) {
+	r := l.readers[name]
+	r.stop.Store(true)
+	<-r.done
+	l.sampleRing(r)
+	l.closed.packets += r.ringPackets
+	l.closed.drops += r.ringDrops
+	l.closed.freezes += r.ringFreezes
+	r.tp.Close()
+	delete(l.readers, name)
+	delete(l.inexact, name)
+}
+
+// read accounts every frame of one interface until stopped. The frame's bytes are the ring's own
+// memory (no copy) and are done with before the next read.
+func (l *live) read(r *reader) {
+	defer l.wg.Done()
+	defer close(r.done)
+	for !r.stop.Load() {
+		data, ci, err := r.tp.ZeroCopyReadPacketData()
+		if err != nil {
+			if errors.Is(err, afpacket.ErrTimeout) {
+				continue
+			}
+			l.errors.Add(1)
+			l.c.log.Warn("reading from interface stopped", "nic", r.name, "err", err)
+			// Interface gone; the next rescan notices and closes this reader.
+			for !r.stop.Load() {
+				time.Sleep(tickInterval)
+			}
+			return
+		}
+		vlan := -1
+		for _, a := range ci.AncillaryData {
+			if v, ok := a.(afpacket.AncillaryVLAN); ok {
+				vlan = v.VLAN
+			}
+		}
+		l.mu.Lock()
+		l.table.AddFrame(ci.InterfaceIndex, r.name, ci.Timestamp, data, vlan)
+		l.mu.Unlock()
+	}
+}
+
+// sampleRing reads the kernel's counters of a socket: packets it passed the filter and drops
+// because the ring was full. The kernel resets them on every read; afpacket accumulates.
+func (l *live) sampleRing(r *reader) {
+	_, v3, err := r.tp.SocketStats()
+	if err != nil {
+		return
+	}
+	r.ringPackets, r.ringDrops, r.ringFreezes = uint64(v3.Packets()), uint64(v3.Drops()), uint64(v3.QueueFreezes())
+}
+
+// closedRing keeps the counters of sockets already closed, so totals never go backwards.
+type closedRing struct{ packets, drops, freezes uint64 }
+
+// publish stores a snapshot of every counter for Health.
+func (l *live) publish() {
+	l.mu.Lock()
+	c := l.table.Counters()
+	l.mu.Unlock()
+	pk, dr, fr := l.closed.packets, l.closed.drops, l.closed.freezes
+	for _, r := range l.readers {
+		l.sampleRing(r)
+		pk += r.ringPackets
+		dr += r.ringDrops
+		fr += r.ringFreezes
+	}
+	c["ring.packets"] = pk
+	c["drop.ring"] = dr
+	c["ring.queue_freezes"] = fr
+	c["interfaces.watched"] = uint64(len(l.readers))
+	c["filter.inexact"] = uint64(len(l.inexact))
+	c["interfaces.not_ethernet"] = uint64(len(l.skipped))
+	c["socket.errors"] = l.errors.Load()
+	l.snd.counters(c)
+	l.c.snapshot.Store(&c)
+}
+
+// hasEthernetHeader reports whether frames on the interface start with an Ethernet header, the
+// only link layer the filter and the parser read. Loopback devices fake one, so they qualify; tun
+// devices and other raw-IP links (ARPHRD_NONE and friends) do not.
+func hasEthernetHeader(name string) bool {
+	raw, err := os.ReadFile("/sys/class/net/" + name + "/type")
+	if err != nil {
+		return true // unknown: try, and let the parser count what it cannot read
+	}
+	switch strings.TrimSpace(string(raw)) {
+	case "1", "772": // ARPHRD_ETHER, ARPHRD_LOOPBACK
+		return true
+	}
+	return false
+}
