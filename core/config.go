@@ -87,7 +87,7 @@ func Default() Config {
 			ActiveTimeout:     60 * time.Second,
 			FlushInterval:     time.Second,
 			BatchSize:         512,
-			MaxFlows:          262144,
+			MaxFlows:          65536,
 		},
 		Pipeline: PipelineConfig{
 			QueueBatches:      256,

@@ -31,7 +31,7 @@ type lab struct {
 	ipB    netip.Addr
 }
 
-func newLab(t *testing.T) *lab {
+func newLab(t testing.TB) *lab {
 	testnet.RequireRoot(t)
 	l := &lab{a: testnet.NewNS(t, "a"), b: testnet.NewNS(t, "b"),
 		ipA: netip.MustParseAddr("10.77.0.1"), ipB: netip.MustParseAddr("10.77.0.2")}
@@ -49,7 +49,7 @@ type agentProc struct {
 }
 
 // startAgent runs the agent inside a namespace and waits until it captures on nic.
-func startAgent(t *testing.T, ns *testnet.NS, nic string, args ...string) *agentProc {
+func startAgent(t testing.TB, ns *testnet.NS, nic string, args ...string) *agentProc {
 	t.Helper()
 	bin := quanyu(t) // builds, and carries QUANYU_PLUGIN_DIR
 	full := append([]string{"netns", "exec", ns.Name, bin.Path, "agent", "--nic", nic}, args...)
@@ -108,7 +108,7 @@ func (p *agentProc) logLines(parts ...string) int {
 }
 
 // waitLog waits until at least n log lines contain every one of parts.
-func (p *agentProc) waitLog(t *testing.T, n int, timeout time.Duration, parts ...string) {
+func (p *agentProc) waitLog(t testing.TB, n int, timeout time.Duration, parts ...string) {
 	t.Helper()
 	deadline := time.After(timeout)
 	for p.logLines(parts...) < n {
@@ -141,7 +141,7 @@ func (b *syncBuffer) Bytes() []byte {
 func (b *syncBuffer) String() string { return string(b.Bytes()) }
 
 // stop ends the agent with SIGTERM (it flushes every flow as final) and returns its records.
-func (p *agentProc) stop(t *testing.T) records {
+func (p *agentProc) stop(t testing.TB) records {
 	t.Helper()
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan error, 1)
@@ -408,7 +408,7 @@ func childPIDs(pid int) []int {
 	return out
 }
 
-func pluginPID(t *testing.T, agentPID int, binary string) int {
+func pluginPID(t testing.TB, agentPID int, binary string) int {
 	t.Helper()
 	for _, pid := range childPIDs(agentPID) {
 		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))

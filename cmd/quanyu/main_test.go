@@ -20,7 +20,7 @@ func TestMain(m *testing.M) {
 }
 
 // quanyu returns a command running the built binary with its plugins.
-func quanyu(t *testing.T, args ...string) *exec.Cmd {
+func quanyu(t testing.TB, args ...string) *exec.Cmd {
 	t.Helper()
 	dir := testbin.Build(t)
 	cmd := exec.Command(filepath.Join(dir, "quanyu"), args...)
@@ -35,7 +35,7 @@ type records struct {
 	other map[string]int       // count per other type
 }
 
-func parseRecords(t *testing.T, out []byte) records {
+func parseRecords(t testing.TB, out []byte) records {
 	t.Helper()
 	r := records{stats: map[string]sdk.Stats{}, other: map[string]int{}}
 	sc := bufio.NewScanner(bytes.NewReader(out))

@@ -154,7 +154,9 @@ type Packet struct {
 	// Protocol is the upper-layer protocol: for IPv6, the one after the extension headers.
 	Protocol uint8
 	// IPBytes is the packet's length on the wire by its IP header (IPv4 total length; IPv6
-	// payload length + 40), whatever the capture kept.
+	// payload length + 40), whatever the capture kept. Only where the header gives no length (an
+	// IPv4 total length of 0, as segmentation offload leaves it; an IPv6 jumbogram) is it the
+	// captured length.
 	IPBytes int
 	// IPHeaderLen is the IPv4 header with options, or the IPv6 header with its extension headers.
 	IPHeaderLen int

@@ -33,10 +33,10 @@ func endpointOf(a netip.Addr, port uint16) endpoint {
 	return endpoint{binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:]), port}
 }
 
-// keyOf builds a packet's flow key, reading the addresses straight from the frame (in the form
-// endpointOf gives: IPv4 as 4-in-6) rather than through netip.Addr, with the given ports. fromA
+// keyOf builds a packet's flow key in k, reading the addresses straight from the frame (in the
+// form endpointOf gives: IPv4 as 4-in-6) rather than through netip.Addr, with the given ports. It
 // reports whether the packet's source is endpoint a.
-func keyOf(frame []byte, p *packet.Packet, ifindex int, sport, dport uint16) (k flowKey, fromA bool) {
+func keyOf(k *flowKey, frame []byte, p *packet.Packet, ifindex int, sport, dport uint16) (fromA bool) {
 	h := frame[p.L3Offset:]
 	var s0, s1, d0, d1 uint64
 	if p.Kind == packet.KindIPv4 {
@@ -48,13 +48,12 @@ func keyOf(frame []byte, p *packet.Packet, ifindex int, sport, dport uint16) (k 
 		d0, d1 = binary.BigEndian.Uint64(h[24:32]), binary.BigEndian.Uint64(h[32:40])
 	}
 	fromA = s0 < d0 || s0 == d0 && (s1 < d1 || s1 == d1 && sport <= dport)
-	if fromA {
-		k = flowKey{a0: s0, a1: s1, b0: d0, b1: d1, pa: sport, pb: dport}
-	} else {
-		k = flowKey{a0: d0, a1: d1, b0: s0, b1: s1, pa: dport, pb: sport}
+	if !fromA {
+		s0, s1, d0, d1, sport, dport = d0, d1, s0, s1, dport, sport
 	}
-	k.ifindex, k.proto, k.v6 = int32(ifindex), p.Protocol, p.Kind == packet.KindIPv6
-	return k, fromA
+	*k = flowKey{a0: s0, a1: s1, b0: d0, b1: d1, pa: sport, pb: dport, ifindex: int32(ifindex),
+		proto: p.Protocol, v6: p.Kind == packet.KindIPv6}
+	return fromA
 }
 
 func keyAddr(hi, lo uint64, v6 bool) netip.Addr {

@@ -3,12 +3,16 @@
 //
 // How it works, in short. Each frame is decoded into a reused packet.Packet; its conversation key
 // (interface, transport, unordered address/port pair) is looked up in a fixed open-addressing
-// index over a pre-allocated slab of flows. A new conversation is matched against the
-// subscriptions once, at creation; one that no subscription covers is counted and not tracked.
-// Each flow sits on an LRU list (oldest packet first: idle expiry and eviction take from its
-// head) and on either the active-timeout list (ordered by window deadline) or, once TCP has
-// closed, the linger list (ordered by close time), so that Tick only visits flows that are due.
-// Nothing on the packet path allocates once the table is built; emitting a record may.
+// index over a pre-allocated slab of flows (after a check of the previous packet's flow, since
+// packets come in trains). A new conversation is matched against the subscriptions once, at
+// creation; one that no subscription covers is counted and not tracked. An open flow sits on an
+// LRU list (oldest packet first: idle expiry and eviction take from its head) and on the
+// active-timeout list (ordered by window deadline); a TCP flow that has closed moves to the
+// linger list (ordered by close time). Tick thus only visits flows that are due. Nothing on the
+// packet path allocates once the table is built; emitting a record may.
+//
+// The slab is laid out for the cache: on a busy host the table is larger than the caches and the
+// packet path's time is mostly cache misses (see flow and requeue).
 //
 // Time is whatever the caller passes: packet timestamps in a replay, the wall clock live. The
 // packet path decides what changes a flow's identity (an idle gap, a closed flow's linger time
@@ -123,8 +127,11 @@ var counterNames = [cParseError]string{
 	cRecords:     "records",
 }
 
-// Lists a flow is linked on. Every live flow is on lruList; it is on exactly one of activeList
-// (open) and lingerList (TCP closed, waiting out the linger time).
+// Lists a flow is linked on. An open flow is on lruList (by last packet, for idle expiry and
+// eviction) and activeList (by window deadline); a TCP flow that has closed leaves both for
+// lingerList (by close time) until its linger time is over. A closed flow's end is thus known in
+// advance and needs no LRU bookkeeping, which spares ending it two cache misses on its LRU
+// neighbours.
 const (
 	lruList = iota
 	activeList
@@ -159,7 +166,7 @@ const (
 // Handshake progress for the RTT, as bits: captures do not always keep the SYN before the
 // SYN-ACK (two interfaces, two queues), so each is noted whenever it comes.
 const (
-	hsSYN    = 1 << iota // the client's SYN was seen, at synAt
+	hsSYN    = 1 << iota // the client's SYN was seen, at flowCold.at
 	hsSYNACK             // the server's SYN-ACK was seen, with serverISN
 	hsDone               // the client acknowledged the SYN-ACK: rtt is set
 )
@@ -169,9 +176,9 @@ const (
 // both directions' counters and sequence state in the second. On a busy host the table is larger
 // than the caches and every line is a miss, so this layout is most of the packet path's speed.
 // flowCold holds what creation, the first packet of a window, the handshake, closing, Tick and
-// records use; links holds the list pointers, which the lazy LRU (see requeue) rarely changes.
+// records use, with the list links, which the lazy LRU (see requeue) rarely changes.
 type flow struct {
-	// Line 0: flowKey's fields (compared by is), then the flow's state in its padding.
+	// Line 0: flowKey's fields (compared by is), then the flow's state where flowKey has padding.
 	a0, a1, b0, b1 uint64
 	ifindex        int32
 	pa, pb         uint16
@@ -188,12 +195,13 @@ type flow struct {
 }
 
 type flowCold struct {
-	hash         uint32
-	serverISN    uint32
-	winStart     int64 // first packet of the window
-	deadline     int64 // end of the active-timeout window
-	synAt        int64
-	closedAt     int64
+	hash      uint32
+	serverISN uint32
+	winStart  int64 // first packet of the window
+	deadline  int64 // end of the active-timeout window
+	// at is the time of the client's SYN while the handshake is followed, then, once the flow
+	// has closed (which ends the handshake), the time it closed.
+	at           int64
 	rtt          int64
 	serial       uint64 // creation order, the tie-breaker for deterministic output
 	mask         uint64
@@ -207,6 +215,8 @@ type flowCold struct {
 	nvlans       uint8
 	vlans        [packet.MaxVLANs]uint16
 	mac          [2][6]byte // of endpoint a and b, from the first packet
+	lru          link       // on lruList
+	sched        link       // on activeList or lingerList (never both)
 }
 
 func (f *flow) is(k *flowKey) bool {
@@ -241,7 +251,6 @@ type Table struct {
 
 	flows  []flow
 	cold   []flowCold
-	links  [][numLists]link
 	free   []int32 // a stack of free slots
 	index  index
 	lists  [numLists]list
@@ -276,7 +285,6 @@ func New(cfg Config, m *sdk.Matcher, emit EmitFunc) (*Table, error) {
 		emit:    emit,
 		flows:   make([]flow, cfg.MaxFlows),
 		cold:    make([]flowCold, cfg.MaxFlows),
-		links:   make([][numLists]link, cfg.MaxFlows),
 		free:    make([]int32, cfg.MaxFlows),
 		index:   newIndex(cfg.MaxFlows),
 		seed:    rand.Uint64(),
@@ -350,6 +358,7 @@ func (t *Table) add(ifindex int, nic string, now int64, frame []byte, p *packet.
 	sport, dport := p.SrcPort, p.DstPort
 	portsUnknown := false
 	switch {
+	case !p.Fragment:
 	case p.NonFirstFragment():
 		// The ports are in the first fragment. The oracle (tshark) does the same: a fragment
 		// whose first fragment was not seen joins the flow with ports 0.
@@ -364,7 +373,8 @@ func (t *Table) add(ifindex int, nic string, now int64, frame []byte, p *packet.
 			t.counters[cFragEvicted]++
 		}
 	}
-	key, fromA := keyOf(frame, p, ifindex, sport, dport)
+	var key flowKey
+	fromA := keyOf(&key, frame, p, ifindex, sport, dport)
 	// Packets come in trains: the previous packet's flow is checked first, which spares the
 	// hash and the index for most packets.
 	s := t.last
@@ -375,7 +385,7 @@ func (t *Table) add(ifindex int, nic string, now int64, frame []byte, p *packet.
 	if s >= 0 {
 		f := &t.flows[s]
 		switch {
-		case f.has(stClosed) && (now-t.cold[s].closedAt >= t.linger || tcp && p.TCPFlags&(tcpSYN|tcpACK) == tcpSYN):
+		case f.has(stClosed) && (now-t.cold[s].at >= t.linger || tcp && p.TCPFlags&(tcpSYN|tcpACK) == tcpSYN):
 			// The linger time is over, or a new connection reuses the ports.
 			t.end(s, f.endReason())
 			s = -1
@@ -441,7 +451,7 @@ func (t *Table) create(key *flowKey, h uint32, fromA bool, nic string, mask uint
 //  4. otherwise the sender of the first packet is the client.
 //
 // Port-less transports (ICMP) and fragments whose first fragment was missed have port 0 on both
-// sides and so fall to rule 4. The eBPF backend applies the same rule.
+// sides and so fall to rule 4. The eBPF backend must apply the same rule (ARCHITECTURE §6).
 func clientIsA(key *flowKey, fromA bool, p *packet.Packet) bool {
 	if p.Protocol == packet.ProtoTCP && !p.NonFirstFragment() && p.TCPFlags&tcpSYN != 0 {
 		if p.TCPFlags&tcpACK == 0 {
@@ -476,7 +486,7 @@ func (t *Table) account(s int32, fromA bool, now int64, p *packet.Packet, tcp bo
 	}
 	t.counters[cPackets]++
 	t.counters[cIPBytes] += uint64(p.IPBytes)
-	if now-f.lruAt >= t.lruGrain {
+	if now-f.lruAt >= t.lruGrain && !f.has(stClosed) {
 		t.requeue(s, now)
 	}
 	if !tcp {
@@ -487,7 +497,7 @@ func (t *Table) account(s int32, fromA bool, now int64, p *packet.Packet, tcp bo
 	if d.retransmission(p.TCPSeq, uint32(p.PayloadWireLen), flags) {
 		f.retrans++
 	}
-	if flags&tcpSYN != 0 || f.hs == hsSYN|hsSYNACK {
+	if (flags&tcpSYN != 0 || f.hs == hsSYN|hsSYNACK) && !f.has(stClosed) {
 		t.handshake(s, fromA, now, p) // only while the handshake is under way
 	}
 	if f.has(stClosed) {
@@ -515,13 +525,13 @@ func (t *Table) handshake(s int32, fromA bool, now int64, p *packet.Packet) {
 	case f.hs&hsDone != 0:
 	case flags == tcpSYN && fromClient && f.hs&hsSYN == 0:
 		f.hs |= hsSYN
-		c.synAt = now
+		c.at = now
 	case flags == tcpSYN|tcpACK && !fromClient:
 		f.hs |= hsSYNACK
 		c.serverISN = p.TCPSeq
 	case flags == tcpACK && fromClient && f.hs == hsSYN|hsSYNACK && p.TCPAck == c.serverISN+1:
 		f.hs |= hsDone
-		c.rtt = now - c.synAt
+		c.rtt = now - c.at
 	}
 }
 
@@ -581,7 +591,8 @@ func seqLT(a, b uint32) bool { return int32(a-b) < 0 }
 
 func (t *Table) close(s int32, now int64) {
 	t.flows[s].state |= stClosed
-	t.cold[s].closedAt = now
+	t.cold[s].at = now
+	t.unlink(lruList, s)
 	t.unlink(activeList, s)
 	t.pushBack(lingerList, s)
 }
@@ -600,8 +611,12 @@ func (t *Table) requeue(s int32, at int64) {
 	}
 }
 
-// oldest finds the flow idle the longest (to within lruGrain) for eviction.
+// oldest finds the open flow idle the longest (to within lruGrain) for eviction, or, when every
+// flow has closed, the one closed the longest.
 func (t *Table) oldest() int32 {
+	if t.lists[lruList].head < 0 {
+		return t.lists[lingerList].head
+	}
 	for range t.Len() {
 		s := t.lists[lruList].head
 		f := &t.flows[s]
@@ -619,7 +634,7 @@ func (t *Table) oldest() int32 {
 func (t *Table) Tick(now time.Time) {
 	n := now.UnixNano()
 	// Closed flows first, so that one whose linger and idle time are both over ends as fin/rst.
-	for s := t.lists[lingerList].head; s >= 0 && n-t.cold[s].closedAt >= t.linger; s = t.lists[lingerList].head {
+	for s := t.lists[lingerList].head; s >= 0 && n-t.cold[s].at >= t.linger; s = t.lists[lingerList].head {
 		t.end(s, t.flows[s].endReason())
 	}
 	for s := t.lists[lruList].head; s >= 0; s = t.lists[lruList].head {
@@ -662,10 +677,10 @@ func (t *Table) end(s int32, reason string) {
 		t.last = -1
 	}
 	t.index.remove(t.cold[s].hash, s, t.cold)
-	t.unlink(lruList, s)
 	if t.flows[s].has(stClosed) {
 		t.unlink(lingerList, s)
 	} else {
+		t.unlink(lruList, s)
 		t.unlink(activeList, s)
 	}
 	t.flows[s] = flow{}
@@ -686,7 +701,10 @@ func (t *Table) Flush(reason string) {
 // byStart lists the live flows by window start, then creation order.
 func (t *Table) byStart() []int32 {
 	t.order = t.order[:0]
-	for s := t.lists[lruList].head; s >= 0; s = t.links[s][lruList].next {
+	for s := t.lists[lruList].head; s >= 0; s = t.cold[s].lru.next {
+		t.order = append(t.order, s)
+	}
+	for s := t.lists[lingerList].head; s >= 0; s = t.cold[s].sched.next {
 		t.order = append(t.order, s)
 	}
 	slices.SortFunc(t.order, func(x, y int32) int {
@@ -792,11 +810,18 @@ func (t *Table) communityID(f *flow, c *flowCold) string {
 
 // Intrusive doubly linked lists over slab slots.
 
+func (t *Table) linkOf(l int, s int32) *link {
+	if l == lruList {
+		return &t.cold[s].lru
+	}
+	return &t.cold[s].sched
+}
+
 func (t *Table) pushBack(l int, s int32) {
 	lst := &t.lists[l]
-	t.links[s][l] = link{prev: lst.tail, next: -1}
+	*t.linkOf(l, s) = link{prev: lst.tail, next: -1}
 	if lst.tail >= 0 {
-		t.links[lst.tail][l].next = s
+		t.linkOf(l, lst.tail).next = s
 	} else {
 		lst.head = s
 	}
@@ -805,16 +830,16 @@ func (t *Table) pushBack(l int, s int32) {
 
 func (t *Table) unlink(l int, s int32) {
 	lst := &t.lists[l]
-	lk := t.links[s][l]
+	lk := *t.linkOf(l, s)
 	if lk.prev >= 0 {
-		t.links[lk.prev][l].next = lk.next
+		t.linkOf(l, lk.prev).next = lk.next
 	} else {
 		lst.head = lk.next
 	}
 	if lk.next >= 0 {
-		t.links[lk.next][l].prev = lk.prev
+		t.linkOf(l, lk.next).prev = lk.prev
 	} else {
 		lst.tail = lk.prev
 	}
-	t.links[s][l] = link{-1, -1}
+	*t.linkOf(l, s) = link{-1, -1}
 }

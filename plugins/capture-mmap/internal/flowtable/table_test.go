@@ -522,6 +522,22 @@ func TestEviction(t *testing.T) {
 	}
 }
 
+func TestEvictionOfClosedFlows(t *testing.T) {
+	// When every flow has closed and waits out its linger time, the one closed first makes room.
+	cfg := testConfig()
+	cfg.MaxFlows = 2
+	h := newHarness(t, cfg, nil)
+	for i, port := range []uint16{40001, 40002} {
+		cli := netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), port)
+		h.add(time.Duration(i)*ms, tcpFrame(t, cli, ap("10.0.0.2:80"), fRST, 1, 0, 0))
+	}
+	h.add(5*ms, udpFrame(t, ap("10.0.0.1:5000"), ap("10.0.0.2:53"), 10))
+	r := h.one()
+	if r.EndReason != sdk.EndEvicted || r.Client.Port != 40001 {
+		t.Errorf("evicted %v with reason %q, want the flow from port 40001, evicted", r.Client, r.EndReason)
+	}
+}
+
 func mustSubs(t *testing.T, doc string) *sdk.Matcher {
 	t.Helper()
 	subs, err := sdk.ParseSubscriptions([]byte(doc))
@@ -798,6 +814,9 @@ func TestHotLayout(t *testing.T) {
 	if off := unsafe.Offsetof(flow{}.dir); off != 64 {
 		t.Errorf("dir starts at byte %d, want 64 (the second line)", off)
 	}
+	if n := unsafe.Sizeof(flowCold{}); n != 128 {
+		t.Errorf("flowCold is %d bytes; creation and records are laid out for 128 (two cache lines)", n)
+	}
 }
 
 // TestKeyOf compares keyOf, which reads the frame, with a key built from the decoded netip
@@ -815,7 +834,8 @@ func TestKeyOf(t *testing.T) {
 		if r := p.Decode(f, packet.NoVLAN); r != packet.OK {
 			t.Fatal(r)
 		}
-		got, fromA := keyOf(f, &p, 7, p.SrcPort, p.DstPort)
+		var got flowKey
+		fromA := keyOf(&got, f, &p, 7, p.SrcPort, p.DstPort)
 		src, dst := endpointOf(p.Src, p.SrcPort), endpointOf(p.Dst, p.DstPort)
 		wantFromA := [3]uint64{src.hi, src.lo, uint64(src.port)} == [3]uint64{dst.hi, dst.lo, uint64(dst.port)} ||
 			slices.Compare([]uint64{src.hi, src.lo, uint64(src.port)}, []uint64{dst.hi, dst.lo, uint64(dst.port)}) < 0
