@@ -44,6 +44,7 @@ type Agent struct {
 	log            *slog.Logger
 	host           *pluginhost.Host
 
+	applyMu sync.Mutex // one subscription change at a time
 	mu      sync.Mutex
 	subs    []sdk.Subscription
 	capture *pluginhost.Plugin
@@ -85,7 +86,8 @@ func NewAgent(cfg Config, opts Options) (*Agent, error) {
 	}
 	a.subs = subs
 	a.host = &pluginhost.Host{
-		Dir: cfg.PluginDir, Log: opts.Log.With("component", "plugin"), LogLevel: levelOf(cfg.Log.Level),
+		Dir: cfg.PluginDir, Log: opts.Log.With("component", "pluginhost"), PluginLog: opts.Log,
+		LogLevel:  levelOf(cfg.Log.Level),
 		Checksums: cfg.PluginChecksums, Stdout: opts.Stdout,
 	}
 	return a, nil
@@ -225,13 +227,16 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	a.pipe.Start()
 
 	capName := "capture-" + a.cfg.Capture.Backend
-	a.capture, err = a.host.Start(ctx, capName, sdk.KindCapture, pluginhost.Options{
+	capture, err := a.host.Start(ctx, capName, sdk.KindCapture, pluginhost.Options{
 		Restart:   a.live(),
 		Configure: a.configureCapture,
 	})
 	if err != nil {
 		return err
 	}
+	a.mu.Lock()
+	a.capture = capture
+	a.mu.Unlock()
 	a.log.Info("agent started", "host", a.cfg.Host, "capture", capName, "sinks", a.cfg.Sinks,
 		"subscriptions", len(a.subs), "replay_files", len(a.opts.Files))
 
@@ -335,6 +340,8 @@ func (a *Agent) runCapture(ctx context.Context) error {
 // SetSubscriptions applies a new subscription set to the running capture without restarting it.
 // When the plugin refuses the set, the previous one stays in force and the error says why.
 func (a *Agent) SetSubscriptions(ctx context.Context, subs []sdk.Subscription) error {
+	a.applyMu.Lock()
+	defer a.applyMu.Unlock()
 	if err := sdk.ValidateSet(subs); err != nil {
 		return fmt.Errorf("%w: %v", sdk.ErrRejected, err)
 	}
@@ -348,19 +355,39 @@ func (a *Agent) SetSubscriptions(ctx context.Context, subs []sdk.Subscription) e
 	a.mu.Lock()
 	prev := a.subs
 	a.subs = subs
+	capture := a.capture
 	a.mu.Unlock()
-	if err := a.capture.Reconfigure(ctx, a.configureCapture); err != nil {
+	if capture == nil {
+		return nil // not capturing yet: Run starts with this set
+	}
+	if err := capture.Reconfigure(ctx, a.configureCapture); err != nil {
 		a.mu.Lock()
 		a.subs = prev
 		a.mu.Unlock()
 		return err
 	}
+	a.log.Info("subscriptions applied", "subscriptions", len(subs))
 	return nil
+}
+
+// CaptureHealth asks the capture plugin how it is doing, with its counters.
+func (a *Agent) CaptureHealth(ctx context.Context) (sdk.Health, error) {
+	a.mu.Lock()
+	p := a.capture
+	a.mu.Unlock()
+	if p == nil {
+		return sdk.Health{Status: sdk.HealthFailing, Message: "capture not started"}, nil
+	}
+	impl, _ := p.Current()
+	return impl.(sdk.Capture).Health(ctx)
 }
 
 // Counters are the agent's own counters.
 func (a *Agent) Counters() map[string]uint64 {
-	c := a.pipe.Counters()
+	c := map[string]uint64{}
+	if a.pipe != nil {
+		c = a.pipe.Counters()
+	}
 	c["agent.uptime_seconds"] = uint64(time.Since(a.started).Seconds())
 	if a.capture != nil {
 		c["plugin."+a.capture.Name+".restarts"] = a.capture.Restarts()

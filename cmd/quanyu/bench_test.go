@@ -51,7 +51,7 @@ func agentCPU(b *testing.B, pid int) time.Duration {
 //
 //	go test -run '^$' -bench LiveCaptureCPU -benchtime 10x ./cmd/quanyu/
 func BenchmarkLiveCaptureCPU(b *testing.B) {
-	for _, rate := range []int{10000, 50000} {
+	for _, rate := range []int{0, 10000, 50000} {
 		b.Run(fmt.Sprintf("pps=%d", rate), func(b *testing.B) { benchLiveCPU(b, rate, 10000) })
 	}
 }

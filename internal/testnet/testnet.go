@@ -61,9 +61,12 @@ func NewNS(t testing.TB, prefix string) *NS {
 	return ns
 }
 
-// Exec runs a command inside the namespace.
+// Exec runs a command inside the namespace; a nil *NS is the test's own namespace.
 func (ns *NS) Exec(t testing.TB, name string, args ...string) string {
 	t.Helper()
+	if ns == nil {
+		return Run(t, name, args...)
+	}
 	return Run(t, "ip", append([]string{"netns", "exec", ns.Name, name}, args...)...)
 }
 
@@ -76,11 +79,23 @@ type Link struct {
 
 // Veth joins two namespaces with a veth pair, gives each end an address (CIDR form) and brings
 // them up. The neighbours are set statically, so no ARP crosses the link: the only packets on it
-// are the ones the test sends.
+// are the ones the test sends. A nil a is the test's own namespace; that end is deleted when the
+// test ends (the other goes with its namespace).
 func Veth(t testing.TB, a *NS, addrA string, b *NS, addrB string) (*Link, *Link) {
 	t.Helper()
 	na, nb := Name("qva"), Name("qvb")
-	Run(t, "ip", "link", "add", na, "netns", a.Name, "type", "veth", "peer", "name", nb, "netns", b.Name)
+	args := []string{"link", "add", na}
+	if a != nil {
+		args = append(args, "netns", a.Name)
+	} else {
+		sweep(addrA)
+		t.Cleanup(func() { _ = exec.Command("ip", "link", "del", na).Run() })
+	}
+	Run(t, "ip", append(args, "type", "veth", "peer", "name", nb, "netns", b.Name)...)
+	if a == nil {
+		// Keep the kernel from sending router solicitations and MLD reports on the test's end.
+		Run(t, "sysctl", "-q", "-w", "net.ipv6.conf."+na+".disable_ipv6=1")
+	}
 	la, lb := &Link{NS: a, Name: na}, &Link{NS: b, Name: nb}
 	for _, l := range []struct {
 		link *Link
@@ -94,6 +109,32 @@ func Veth(t testing.TB, a *NS, addrA string, b *NS, addrB string) (*Link, *Link)
 	a.Exec(t, "ip", "neigh", "replace", ipB, "lladdr", lb.MAC, "dev", na, "nud", "permanent")
 	b.Exec(t, "ip", "neigh", "replace", ipA, "lladdr", la.MAC, "dev", nb, "nud", "permanent")
 	return la, lb
+}
+
+// sweep removes, from the test's own namespace, links of ours (named qv…) that hold addr: left by
+// an earlier test run that was killed before its clean-up, they would take the route.
+func sweep(addr string) {
+	out, err := exec.Command("ip", "-j", "addr", "show").Output()
+	if err != nil {
+		return
+	}
+	var links []struct {
+		Name  string `json:"ifname"`
+		Addrs []struct {
+			Local     string `json:"local"`
+			PrefixLen int    `json:"prefixlen"`
+		} `json:"addr_info"`
+	}
+	if json.Unmarshal(out, &links) != nil {
+		return
+	}
+	for _, l := range links {
+		for _, a := range l.Addrs {
+			if strings.HasPrefix(l.Name, "qv") && fmt.Sprintf("%s/%d", a.Local, a.PrefixLen) == addr {
+				_ = exec.Command("ip", "link", "del", l.Name).Run()
+			}
+		}
+	}
 }
 
 type linkJSON struct {

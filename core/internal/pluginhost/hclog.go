@@ -14,9 +14,10 @@ import (
 // parses each plugin's stderr and calls it with the plugin's level, message and attributes, so a
 // plugin's log lines arrive under plugin=<name>.
 type slogAdapter struct {
-	l    *slog.Logger
-	name string
-	args []any
+	l       *slog.Logger
+	plugins *slog.Logger // base of the loggers for plugins' own lines
+	name    string
+	args    []any
 	// plugin is set on the loggers go-plugin makes for a plugin's own output; the root logger
 	// carries go-plugin's lifecycle messages ("starting plugin", "plugin process exited"), which
 	// the agent logs itself where they matter, so they are demoted to debug.
@@ -25,7 +26,12 @@ type slogAdapter struct {
 
 var _ hclog.Logger = (*slogAdapter)(nil)
 
-func newSlogAdapter(l *slog.Logger) *slogAdapter { return &slogAdapter{l: l} }
+func newSlogAdapter(host, plugins *slog.Logger) *slogAdapter {
+	if plugins == nil {
+		plugins = host
+	}
+	return &slogAdapter{l: host, plugins: plugins}
+}
 
 func toSlog(level hclog.Level) slog.Level {
 	switch level {
@@ -74,7 +80,7 @@ func (a *slogAdapter) IsError() bool { return a.l.Enabled(context.Background(), 
 func (a *slogAdapter) ImpliedArgs() []any { return a.args }
 
 func (a *slogAdapter) With(args ...any) hclog.Logger {
-	return &slogAdapter{l: a.l, name: a.name, args: append(append([]any{}, a.args...), args...), plugin: a.plugin}
+	return &slogAdapter{l: a.l, plugins: a.plugins, name: a.name, args: append(append([]any{}, a.args...), args...), plugin: a.plugin}
 }
 
 func (a *slogAdapter) Name() string { return a.name }
@@ -87,7 +93,7 @@ func (a *slogAdapter) Named(name string) hclog.Logger {
 
 func (a *slogAdapter) ResetNamed(name string) hclog.Logger {
 	plugin := strings.TrimPrefix(name, "quanyu-")
-	return &slogAdapter{l: a.l.With("plugin", plugin), name: name, args: a.args, plugin: true}
+	return &slogAdapter{l: a.plugins.With("plugin", plugin), plugins: a.plugins, name: name, args: a.args, plugin: true}
 }
 
 func (a *slogAdapter) SetLevel(hclog.Level) {}

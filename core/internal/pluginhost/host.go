@@ -38,8 +38,11 @@ const StdoutFDEnv = "QUANYU_STDOUT_FD"
 
 // Host starts plugins from one directory.
 type Host struct {
-	Dir       string
+	Dir string
+	// Log is the host's own log; PluginLog receives the plugins' lines, which carry their own
+	// component, under plugin=<name>.
 	Log       *slog.Logger
+	PluginLog *slog.Logger
 	LogLevel  slog.Level
 	Checksums map[string]string // plugin name → SHA-256 hex
 	// Stdout is handed to sink plugins as an inherited file; nil for none.
@@ -167,7 +170,7 @@ func (p *Plugin) launch(ctx context.Context) (*plugin.Client, any, sdk.Info, err
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		AutoMTLS:         true,
 		SecureConfig:     secure,
-		Logger:           newSlogAdapter(p.host.Log),
+		Logger:           newSlogAdapter(p.host.Log, p.host.PluginLog),
 		StartTimeout:     15 * time.Second,
 		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(sdk.MaxMessageBytes), grpc.MaxCallSendMsgSize(sdk.MaxMessageBytes))},
@@ -272,7 +275,7 @@ const (
 	restartFirst  = 200 * time.Millisecond
 	restartMax    = 30 * time.Second
 	restartStable = time.Minute // up this long: the next crash starts the backoff again
-	exitPoll      = 100 * time.Millisecond
+	exitPoll      = 250 * time.Millisecond
 )
 
 func (p *Plugin) supervise() {

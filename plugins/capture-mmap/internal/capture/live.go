@@ -25,8 +25,12 @@ import (
 // replaces it.
 var rejectAll = []bpf.RawInstruction{{Op: 0x06, K: 0}} // ret #0
 
-// tickInterval is how often the flow table is checked for idle, closed and long flows.
-const tickInterval = 100 * time.Millisecond
+// tickInterval is how often the flow table is checked for idle, closed and long flows: the
+// timeouts are seconds long, and an idle agent should not wake up for nothing.
+const tickInterval = time.Second
+
+// pollTimeout is the longest a reader waits for a packet before it looks whether it should stop.
+const pollTimeout = 250 * time.Millisecond
 
 // live is one live capture: the table every interface feeds, and a reader per interface.
 type live struct {
@@ -51,6 +55,7 @@ type reader struct {
 	name    string
 	tp      *afpacket.TPacket
 	stop    atomic.Bool
+	failed  atomic.Bool // the socket broke (interface went down or away): reopen at the next rescan
 	done    chan struct{}
 	program []string // subscription ids compiled into the socket's filter
 	gen     uint64
@@ -163,6 +168,10 @@ loop:
 			l.publish()
 		}
 	}
+	// Every reader drains its ring at once, then each is closed.
+	for _, r := range l.readers {
+		r.stop.Store(true)
+	}
 	for name := range l.readers {
 		l.stopReader(name)
 	}
@@ -186,8 +195,10 @@ func (l *live) sync(cfg *config) error {
 		return fmt.Errorf("listing interfaces: %w", err)
 	}
 	names := make([]string, len(ifaces))
+	up := map[string]bool{}
 	for i, ifc := range ifaces {
 		names[i] = ifc.Name
+		up[ifc.Name] = ifc.Flags&net.FlagUp != 0
 	}
 	subs, agentNames := scope(&cfg.sdk, names)
 	// The table's matcher changes with the subscriptions and with the interfaces the NIC-less
@@ -206,7 +217,9 @@ func (l *live) sync(cfg *config) error {
 	}
 	want := map[string]bool{}
 	for _, name := range names {
-		if !watchedBy(subs, name) {
+		// A down interface carries nothing and its socket reports an error; it is opened when
+		// a rescan finds it up.
+		if !watchedBy(subs, name) || !up[name] {
 			continue
 		}
 		if !hasEthernetHeader(name) {
@@ -218,8 +231,8 @@ func (l *live) sync(cfg *config) error {
 		}
 		want[name] = true
 	}
-	for name := range l.readers {
-		if !want[name] {
+	for name, r := range l.readers {
+		if !want[name] || r.failed.Load() {
 			l.stopReader(name)
 		}
 	}
@@ -278,7 +291,7 @@ func (l *live) open(name string, cfg *config) (*reader, error) {
 		// V3 packs packets of any size into blocks; the frame size only has to divide the block.
 		afpacket.OptFrameSize(4096),
 		afpacket.OptBlockTimeout(time.Duration(o.BlockTimeoutMS)*time.Millisecond),
-		afpacket.OptPollTimeout(tickInterval),
+		afpacket.OptPollTimeout(pollTimeout),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("opening an AF_PACKET ring on %s: %w", name, err)
@@ -316,18 +329,28 @@ func (l *live) stopReader(name string) {
 func (l *live) read(r *reader) {
 	defer l.wg.Done()
 	defer close(r.done)
-	for !r.stop.Load() {
+	var drainBy time.Time
+	for {
+		if r.stop.Load() {
+			// Stopping: what is already in the ring was captured and is accounted, until the ring
+			// is empty (a poll times out) or, under unending traffic, for drainTime at most.
+			if drainBy.IsZero() {
+				drainBy = time.Now().Add(drainTime)
+			} else if time.Now().After(drainBy) {
+				return
+			}
+		}
 		data, ci, err := r.tp.ZeroCopyReadPacketData()
 		if err != nil {
 			if errors.Is(err, afpacket.ErrTimeout) {
+				if r.stop.Load() {
+					return
+				}
 				continue
 			}
 			l.errors.Add(1)
-			l.c.log.Warn("reading from interface stopped", "nic", r.name, "err", err)
-			// Interface gone; the next rescan notices and closes this reader.
-			for !r.stop.Load() {
-				time.Sleep(tickInterval)
-			}
+			l.c.log.Warn("reading from interface stopped; it is reopened when it is back", "nic", r.name, "err", err)
+			r.failed.Store(true)
 			return
 		}
 		vlan := -1
@@ -341,6 +364,9 @@ func (l *live) read(r *reader) {
 		l.mu.Unlock()
 	}
 }
+
+// drainTime bounds how long a stopping reader keeps reading what its ring holds.
+const drainTime = time.Second
 
 // sampleRing reads the kernel's counters of a socket: packets it passed the filter and drops
 // because the ring was full. The kernel resets them on every read; afpacket accumulates.

@@ -18,9 +18,9 @@ func batch() *sdk.Batch {
 	t0 := time.Date(2013, 3, 7, 21, 42, 6, 869344000, time.UTC)
 	return &sdk.Batch{
 		Flows: []sdk.Flow{{Host: "h1", NIC: "eth0", Start: t0, End: t0.Add(211628 * time.Microsecond),
-			Transport: sdk.TransportTCP,
-			Client:    sdk.Endpoint{Addr: netip.MustParseAddr("141.142.228.5"), Port: 59856},
-			Server:    sdk.Endpoint{Addr: netip.MustParseAddr("192.150.187.43"), Port: 80},
+			Transport:      sdk.TransportTCP,
+			Client:         sdk.Endpoint{Addr: netip.MustParseAddr("141.142.228.5"), Port: 59856},
+			Server:         sdk.Endpoint{Addr: netip.MustParseAddr("192.150.187.43"), Port: 80},
 			ClientToServer: sdk.Counts{Packets: 7, IPBytes: 512}, ServerToClient: sdk.Counts{Packets: 7, IPBytes: 5379},
 			TCPFlags: sdk.FlagSYN | sdk.FlagACK | sdk.FlagPSH | sdk.FlagFIN, CommunityID: "1:yvyB8h+3dnggTZW0UEITWCst97w=",
 			Subscriptions: []string{"default"}, Final: true, EndReason: sdk.EndFIN}},
