@@ -91,9 +91,15 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(stderr, cfg.Log.Level, cfg.Log.Format)
-	out, _ := stdout.(*os.File)
-	agent, err := core.NewAgent(cfg, core.Options{Log: log, Stdout: out})
+	return runCore(cfg, core.Options{}, stdout, stderr)
+}
+
+// runCore runs the agent until SIGINT or SIGTERM (or, replaying, the end of the files).
+func runCore(cfg core.Config, opts core.Options, stdout, stderr io.Writer) error {
+	opts.Log = newLogger(stderr, cfg.Log.Level, cfg.Log.Format)
+	// Sinks that print get the agent's standard output as an inherited file.
+	opts.Stdout, _ = stdout.(*os.File)
+	agent, err := core.NewAgent(cfg, opts)
 	if err != nil {
 		return err
 	}
@@ -135,13 +141,5 @@ func runReplay(args []string, stdout, stderr io.Writer) error {
 	}
 	// Replay reads files with the mmap plugin's file reader, whatever the live backend is.
 	cfg.Capture.Backend = "mmap"
-	log := newLogger(stderr, cfg.Log.Level, cfg.Log.Format)
-	out, _ := stdout.(*os.File)
-	agent, err := core.NewAgent(cfg, core.Options{Files: files, Log: log, Stdout: out, Progress: stderr})
-	if err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	return agent.Run(ctx)
+	return runCore(cfg, core.Options{Files: files, Progress: stderr}, stdout, stderr)
 }
