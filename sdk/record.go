@@ -157,7 +157,7 @@ type Flow struct {
 	ClientToServer Counts
 	ServerToClient Counts
 
-	TCPFlags    TCPFlags
+	TCPFlags    TCPFlags      // every flag seen in the conversation up to the end of this record
 	RTT         time.Duration // handshake: SYN to the ACK of the SYN-ACK, as seen here; 0 if unseen
 	Retransmits uint32
 

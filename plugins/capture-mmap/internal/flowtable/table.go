@@ -661,7 +661,7 @@ func (t *Table) window(s int32, now int64) {
 		t.emitRecord(s, false, "")
 		for i := range f.dir {
 			d := &f.dir[i]
-			d.packets, d.bytes, d.flags = 0, 0, 0
+			d.packets, d.bytes = 0, 0 // flags stay: a record carries every flag seen in the conversation so far
 		}
 		f.retrans = 0
 	}
