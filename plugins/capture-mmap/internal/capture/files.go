@@ -16,6 +16,8 @@ import (
 	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/quanyu/quanyu/plugins/capture-mmap/internal/flowtable"
+	"github.com/quanyu/quanyu/plugins/internal/batcher"
+	"github.com/quanyu/quanyu/plugins/internal/nicscope"
 	"github.com/quanyu/quanyu/sdk"
 )
 
@@ -39,8 +41,8 @@ func (c countingReader) Read(p []byte) (int, error) {
 // runFiles replays files in order through one flow table: parts of one capture continue each
 // other. Time is the packets' own; every flow ends with reason "input" when the last file ends.
 func (c *Capture) runFiles(ctx context.Context, cfg *config, out sdk.Emitter) error {
-	snd := newSender(cfg.sdk.BatchSize, true)
-	subs, _ := scope(&cfg.sdk, nil)
+	snd := batcher.New(cfg.sdk.BatchSize, true)
+	subs, _ := nicscope.Scope(&cfg.sdk, nil)
 	// A file has no live interface: NIC-less subscriptions match every packet of it, and NIC
 	// patterns are matched against the interface names a pcapng file records.
 	for i := range subs {
@@ -48,12 +50,12 @@ func (c *Capture) runFiles(ctx context.Context, cfg *config, out sdk.Emitter) er
 			subs[i].Spec.NIC = nil
 		}
 	}
-	table, err := flowtable.New(cfg.table, sdk.NewMatcher(subs), snd.add)
+	table, err := flowtable.New(cfg.table, sdk.NewMatcher(subs), snd.AddFlow)
 	if err != nil {
 		return fmt.Errorf("building the flow table: %w", err)
 	}
 	sendDone := make(chan error, 1)
-	go func() { sendDone <- snd.run(ctx, out) }()
+	go func() { sendDone <- snd.Run(ctx, out) }()
 
 	var total, read atomic.Uint64
 	for _, f := range cfg.sdk.Files {
@@ -69,9 +71,8 @@ func (c *Capture) runFiles(ctx context.Context, cfg *config, out sdk.Emitter) er
 		}
 	}
 	table.Flush(sdk.EndInput)
-	snd.flush()
 	r.publish()
-	close(snd.queue)
+	snd.Close()
 	sendErr := <-sendDone
 	r.publish()
 	if runErr != nil {
@@ -83,7 +84,7 @@ func (c *Capture) runFiles(ctx context.Context, cfg *config, out sdk.Emitter) er
 type replay struct {
 	c           *Capture
 	table       *flowtable.Table
-	snd         *sender
+	snd         *batcher.Batcher
 	total, read *atomic.Uint64
 	frame       []byte // scratch for link types rewritten to Ethernet
 	truncated   uint64
@@ -98,7 +99,7 @@ func (r *replay) publish() {
 	c["file.bytes_read"] = r.read.Load()
 	c["file.truncated"] = r.truncated
 	c["drop.unsupported_link_type"] = r.unsupported
-	r.snd.counters(c)
+	r.snd.Counters(c)
 	r.c.snapshot.Store(&c)
 }
 

@@ -5,19 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"path"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/afpacket"
 	"golang.org/x/net/bpf"
 
 	"github.com/quanyu/quanyu/plugins/capture-mmap/internal/cbpf"
 	"github.com/quanyu/quanyu/plugins/capture-mmap/internal/flowtable"
+	"github.com/quanyu/quanyu/plugins/internal/batcher"
+	"github.com/quanyu/quanyu/plugins/internal/nicscope"
 	"github.com/quanyu/quanyu/sdk"
 )
 
@@ -35,7 +35,7 @@ const pollTimeout = 250 * time.Millisecond
 // live is one live capture: the table every interface feeds, and a reader per interface.
 type live struct {
 	c   *Capture
-	snd *sender
+	snd *batcher.Batcher
 
 	mu    sync.Mutex // guards table: readers account under it, the manager ticks under it
 	table *flowtable.Table
@@ -63,71 +63,17 @@ type reader struct {
 	ringPackets, ringDrops, ringFreezes uint64 // last read from the kernel
 }
 
-// agentWatches reports whether the agent's own interface patterns (capture.interfaces minus
-// capture.exclude_interfaces) take in the interface: the scope of subscriptions that name no NIC.
-func agentWatches(cfg *sdk.CaptureConfig, name string) bool {
-	for _, p := range cfg.ExcludeInterfaces {
-		if ok, _ := path.Match(p, name); ok {
-			return false
-		}
-	}
-	for _, p := range cfg.Interfaces {
-		if ok, _ := path.Match(p, name); ok {
-			return true
-		}
-	}
-	return false
-}
-
-// noInterface is a NIC pattern no interface name matches (names cannot contain '/').
-const noInterface = "/"
-
-// scope gives the subscriptions as they apply on this host: one that names no NIC is made to
-// name the interfaces the agent watches, so the flow table's matcher and every socket filter tag
-// and pass a flow only for the subscriptions that watch its interface. An interface outside the
-// agent's patterns (lo) can still be watched by a subscription that names it, and then only for
-// that subscription.
-func scope(cfg *sdk.CaptureConfig, ifaces []string) (subs []sdk.Subscription, agentNames []string) {
-	for _, name := range ifaces {
-		if agentWatches(cfg, name) {
-			agentNames = append(agentNames, name)
-		}
-	}
-	slices.Sort(agentNames)
-	subs = make([]sdk.Subscription, len(cfg.Subscriptions))
-	copy(subs, cfg.Subscriptions)
-	for i := range subs {
-		if len(subs[i].Spec.NIC) > 0 {
-			continue
-		}
-		subs[i].Spec.NIC = append([]string{noInterface}, agentNames...)
-	}
-	return subs, agentNames
-}
-
-// watchedBy reports whether any of the scoped subscriptions watches the interface.
-func watchedBy(subs []sdk.Subscription, name string) bool {
-	for _, s := range subs {
-		for _, p := range s.Spec.NIC {
-			if ok, _ := path.Match(p, name); ok {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 func (c *Capture) runLive(ctx context.Context, out sdk.Emitter) error {
 	cfg, changed := c.current()
-	l := &live{c: c, snd: newSender(cfg.sdk.BatchSize, false), readers: map[string]*reader{},
+	l := &live{c: c, snd: batcher.New(cfg.sdk.BatchSize, false), readers: map[string]*reader{},
 		inexact: map[string]string{}, skipped: map[string]bool{}, matcherGen: ^uint64(0)}
 	var err error
-	l.table, err = flowtable.New(cfg.table, sdk.NewMatcher(nil), l.snd.add)
+	l.table, err = flowtable.New(cfg.table, sdk.NewMatcher(nil), l.snd.AddFlow)
 	if err != nil {
 		return fmt.Errorf("building the flow table: %w", err)
 	}
 	sendDone := make(chan error, 1)
-	go func() { sendDone <- l.snd.run(ctx, out) }()
+	go func() { sendDone <- l.snd.Run(ctx, out) }()
 
 	if err := l.sync(cfg); err != nil {
 		c.log.Warn("opening capture sockets", "err", err)
@@ -159,7 +105,7 @@ loop:
 			l.table.Tick(now)
 			l.mu.Unlock()
 		case <-flush.C:
-			l.snd.flush()
+			l.snd.Flush()
 		case <-rescan.C:
 			if err := l.sync(cfg); err != nil {
 				c.log.Warn("re-reading interfaces", "err", err)
@@ -179,9 +125,9 @@ loop:
 	l.mu.Lock()
 	l.table.Flush(sdk.EndShutdown)
 	l.mu.Unlock()
-	l.snd.flush()
+	l.snd.Flush()
 	l.publish()
-	close(l.snd.queue)
+	l.snd.Close()
 	err = <-sendDone
 	l.publish()
 	return err
@@ -200,7 +146,7 @@ func (l *live) sync(cfg *config) error {
 		names[i] = ifc.Name
 		up[ifc.Name] = ifc.Flags&net.FlagUp != 0
 	}
-	subs, agentNames := scope(&cfg.sdk, names)
+	subs, agentNames := nicscope.Scope(&cfg.sdk, names)
 	// The table's matcher changes with the subscriptions and with the interfaces the NIC-less
 	// ones cover (a container's veth appearing).
 	if cfg.gen != l.matcherGen || !slices.Equal(agentNames, l.agentNames) {
@@ -219,10 +165,10 @@ func (l *live) sync(cfg *config) error {
 	for _, name := range names {
 		// A down interface carries nothing and its socket reports an error; it is opened when
 		// a rescan finds it up.
-		if !watchedBy(subs, name) || !up[name] {
+		if !nicscope.WatchedBy(subs, name) || !up[name] {
 			continue
 		}
-		if !hasEthernetHeader(name) {
+		if !nicscope.HasEthernetHeader(name) {
 			if !l.skipped[name] {
 				l.skipped[name] = true
 				l.c.log.Warn("interface carries no Ethernet header (a tun or similar device); it is not captured", "nic", name)
@@ -350,20 +296,47 @@ func (l *live) read(r *reader) {
 			}
 			l.errors.Add(1)
 			l.c.log.Warn("reading from interface stopped; it is reopened when it is back", "nic", r.name, "err", err)
+			l.drainAfterError(r)
 			r.failed.Store(true)
 			return
 		}
-		vlan := -1
-		for _, a := range ci.AncillaryData {
-			if v, ok := a.(afpacket.AncillaryVLAN); ok {
-				vlan = v.VLAN
-			}
-		}
-		l.mu.Lock()
-		l.table.AddFrame(ci.InterfaceIndex, r.name, ci.Timestamp, data, vlan)
-		l.mu.Unlock()
+		l.account(r, data, ci)
 	}
 }
+
+// account adds one frame from the ring to the flow table.
+func (l *live) account(r *reader, data []byte, ci gopacket.CaptureInfo) {
+	vlan := -1
+	for _, a := range ci.AncillaryData {
+		if v, ok := a.(afpacket.AncillaryVLAN); ok {
+			vlan = v.VLAN
+		}
+	}
+	l.mu.Lock()
+	l.table.AddFrame(ci.InterfaceIndex, r.name, ci.Timestamp, data, vlan)
+	l.mu.Unlock()
+}
+
+// drainAfterError accounts what the ring still holds when its socket reports an error (the
+// interface went down): the kernel captured those packets, and the block they are in is handed
+// over by its timeout, after the error.
+func (l *live) drainAfterError(r *reader) {
+	deadline := time.Now().Add(drainTime)
+	for time.Now().Before(deadline) {
+		time.Sleep(blockSettle)
+		data, ci, err := r.tp.ZeroCopyReadPacketData()
+		if err != nil {
+			return
+		}
+		for err == nil {
+			l.account(r, data, ci)
+			data, ci, err = r.tp.ZeroCopyReadPacketData()
+		}
+	}
+}
+
+// blockSettle is longer than any block timeout a configuration allows to be worth waiting for.
+const blockSettle = 50 * time.Millisecond
 
 // drainTime bounds how long a stopping reader keeps reading what its ring holds.
 const drainTime = time.Second
@@ -400,21 +373,6 @@ func (l *live) publish() {
 	c["filter.inexact"] = uint64(len(l.inexact))
 	c["interfaces.not_ethernet"] = uint64(len(l.skipped))
 	c["socket.errors"] = l.errors.Load()
-	l.snd.counters(c)
+	l.snd.Counters(c)
 	l.c.snapshot.Store(&c)
-}
-
-// hasEthernetHeader reports whether frames on the interface start with an Ethernet header, the
-// only link layer the filter and the parser read. Loopback devices fake one, so they qualify; tun
-// devices and other raw-IP links (ARPHRD_NONE and friends) do not.
-func hasEthernetHeader(name string) bool {
-	raw, err := os.ReadFile("/sys/class/net/" + name + "/type")
-	if err != nil {
-		return true // unknown: try, and let the parser count what it cannot read
-	}
-	switch strings.TrimSpace(string(raw)) {
-	case "1", "772": // ARPHRD_ETHER, ARPHRD_LOOPBACK
-		return true
-	}
-	return false
 }
