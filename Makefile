@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 GO ?= go
 BIN := bin
-PLUGINS := $(notdir $(wildcard plugins/*))
+PLUGINS := $(filter-out internal,$(notdir $(wildcard plugins/*)))
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/quanyu/quanyu/internal/version.Version=$(VERSION)
 # Privileged tests (AF_PACKET, network namespaces) need root; CI runs as root.

@@ -524,6 +524,10 @@ static __always_inline void fill_header(struct event_header *h, __u8 kind, __u8 
 	h->data_len = 0;
 	h->l4_off = 0;
 	h->l7_off = 0;
+	h->tcp_flags = 0;
+	h->icmp_type = 0;
+	h->icmp_code = 0;
+	__builtin_memset(h->pad, 0, sizeof(h->pad));
 }
 
 // send_event sends a start, FIN or reset event; with frames, the first bytes of the headers.
@@ -536,6 +540,9 @@ static __noinline void send_event(struct __sk_buff *skb, struct state *s, __u8 k
 			return;
 		}
 		fill_header(h, kind, s->dir, s->now, subs, &s->key);
+		h->tcp_flags = p->tcp_flags;
+		h->icmp_type = p->icmp_type;
+		h->icmp_code = p->icmp_code;
 		bpf_ringbuf_submit(h, ring_flags());
 		count(COUNT_EVENTS, 1);
 		return;
@@ -546,6 +553,9 @@ static __noinline void send_event(struct __sk_buff *skb, struct state *s, __u8 k
 		return;
 	}
 	fill_header(&e->h, kind, s->dir, s->now, subs, &s->key);
+	e->h.tcp_flags = p->tcp_flags;
+	e->h.icmp_type = p->icmp_type;
+	e->h.icmp_code = p->icmp_code;
 	__u32 avail = skb->len > p->l3_off ? skb->len - p->l3_off : 0;
 	__u64 n = avail & 0x1ff;
 	if (avail > FRAME_BYTES)

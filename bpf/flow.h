@@ -128,6 +128,10 @@ struct event_header {
 	__u16 l7_off;   // frames: where the payload starts in data
 	__u8 kind;
 	__u8 dir;       // direction of the packet: 0 from a, 1 from b
+	__u8 tcp_flags; // of the packet (a start event's packet is the conversation's first)
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u8 pad[5];
 };
 
 struct frame_event {

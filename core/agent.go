@@ -44,13 +44,15 @@ type Agent struct {
 	log            *slog.Logger
 	host           *pluginhost.Host
 
-	applyMu sync.Mutex // one subscription change at a time
-	mu      sync.Mutex
-	subs    []sdk.Subscription
-	capture *pluginhost.Plugin
-	sinks   map[string]*pluginhost.Plugin
-	pipe    *pipeline.Pipeline
-	started time.Time
+	applyMu        sync.Mutex // one subscription change at a time
+	mu             sync.Mutex
+	backend        string
+	fallbackReason string
+	subs           []sdk.Subscription
+	capture        *pluginhost.Plugin
+	sinks          map[string]*pluginhost.Plugin
+	pipe           *pipeline.Pipeline
+	started        time.Time
 }
 
 // NewAgent checks the configuration and prepares an agent; Run starts it.
@@ -154,7 +156,7 @@ func (a *Agent) captureConfig() sdk.CaptureConfig {
 		Host: a.cfg.Host, Interfaces: c.Interfaces, ExcludeInterfaces: c.ExcludeInterfaces,
 		Files: a.opts.Files, Subscriptions: subs, IdleTimeout: c.IdleTimeout, ActiveTimeout: c.ActiveTimeout,
 		FlushInterval: c.FlushInterval, BatchSize: c.BatchSize, MaxFlows: c.MaxFlows, SnapLen: c.SnapLen,
-		Options: a.pluginOptions("capture-" + c.Backend),
+		Options: a.pluginOptions("capture-" + a.backendName()),
 	}
 }
 
@@ -170,6 +172,14 @@ func (a *Agent) pluginOptions(name string) json.RawMessage {
 		return nil
 	}
 	return raw
+}
+
+// backendName is the capture backend being configured: the running one, or while starting, the
+// one being tried.
+func (a *Agent) backendName() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.backend
 }
 
 // sinkHandle adapts a plugin to the pipeline's view of a sink.
@@ -226,14 +236,11 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	}, handles)
 	a.pipe.Start()
 
-	capName := "capture-" + a.cfg.Capture.Backend
-	capture, err := a.host.Start(ctx, capName, sdk.KindCapture, pluginhost.Options{
-		Restart:   a.live(),
-		Configure: a.configureCapture,
-	})
+	capture, err := a.startCapture(ctx)
 	if err != nil {
 		return err
 	}
+	capName := capture.Name
 	a.mu.Lock()
 	a.capture = capture
 	a.mu.Unlock()
@@ -306,6 +313,52 @@ func (a *Agent) enrich(b *sdk.Batch) {
 			b.Events[i].Host = a.cfg.Host
 		}
 	}
+}
+
+// startCapture starts the configured capture backend, or the fallback when the backend says it
+// cannot run on this host (sdk.ErrUnavailable: no eBPF, a capability withheld); the reason is
+// logged and kept in the agent's status.
+func (a *Agent) startCapture(ctx context.Context) (*pluginhost.Plugin, error) {
+	backend := a.cfg.Capture.Backend
+	if !a.live() {
+		backend = "mmap" // only the AF_PACKET capture reads files
+	}
+	opts := pluginhost.Options{Restart: a.live(), Configure: a.configureCapture}
+	a.setBackend(backend, "")
+	p, err := a.host.Start(ctx, "capture-"+backend, sdk.KindCapture, opts)
+	fallback := a.cfg.Capture.Fallback
+	if err == nil || !a.live() || fallback == "" || fallback == backend || !errors.Is(err, sdk.ErrUnavailable) {
+		return p, err
+	}
+	reason := err.Error()
+	a.log.Warn("capture backend cannot run on this host; falling back", "backend", backend, "fallback", fallback, "reason", reason)
+	a.setBackend(fallback, reason)
+	p, err = a.host.Start(ctx, "capture-"+fallback, sdk.KindCapture, opts)
+	if err != nil {
+		return nil, fmt.Errorf("%s could not run (%s), nor could the fallback: %w", backend, reason, err)
+	}
+	return p, nil
+}
+
+func (a *Agent) setBackend(backend, fallbackReason string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.backend, a.fallbackReason = backend, fallbackReason
+}
+
+// Status is what the agent says about itself beyond its counters.
+type Status struct {
+	// Backend is the capture backend running.
+	Backend string
+	// FallbackReason says why the configured backend is not the one running; empty if it is.
+	FallbackReason string
+}
+
+// Status reports the capture backend in use and, after a fallback, why.
+func (a *Agent) Status() Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return Status{Backend: a.backend, FallbackReason: a.fallbackReason}
 }
 
 func (a *Agent) configureCapture(ctx context.Context, impl any) error {
@@ -391,6 +444,9 @@ func (a *Agent) Counters() map[string]uint64 {
 	c["agent.uptime_seconds"] = uint64(time.Since(a.started).Seconds())
 	if a.capture != nil {
 		c["plugin."+a.capture.Name+".restarts"] = a.capture.Restarts()
+	}
+	if st := a.Status(); st.FallbackReason != "" {
+		c["capture.fallback"] = 1
 	}
 	for _, p := range a.sinks {
 		c["plugin."+p.Name+".restarts"] = p.Restarts()

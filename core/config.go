@@ -51,6 +51,9 @@ type LogConfig struct {
 type CaptureConfig struct {
 	// Backend picks the capture plugin (quanyu-capture-<backend>).
 	Backend string `koanf:"backend"`
+	// Fallback is the backend to use when Backend cannot run on this host (the kernel or the
+	// capabilities do not allow it); empty, or the backend itself, for none.
+	Fallback string `koanf:"fallback"`
 	// Interfaces are the names or globs watched by subscriptions that name no NIC.
 	Interfaces []string `koanf:"interfaces"`
 	// ExcludeInterfaces are never watched unless a subscription names them exactly. The agent's
@@ -79,7 +82,8 @@ func Default() Config {
 	return Config{
 		Log: LogConfig{Level: "info", Format: "text"},
 		Capture: CaptureConfig{
-			Backend:           "mmap",
+			Backend:           "ebpf",
+			Fallback:          "mmap",
 			Interfaces:        []string{"*"},
 			ExcludeInterfaces: []string{"lo"},
 			SnapLen:           256,
@@ -193,6 +197,7 @@ func defaultsMap(c Config) map[string]any {
 		"log.level":                   c.Log.Level,
 		"log.format":                  c.Log.Format,
 		"capture.backend":             c.Capture.Backend,
+		"capture.fallback":            c.Capture.Fallback,
 		"capture.interfaces":          c.Capture.Interfaces,
 		"capture.exclude_interfaces":  c.Capture.ExcludeInterfaces,
 		"capture.snaplen":             c.Capture.SnapLen,
@@ -290,6 +295,9 @@ func (c *Config) Validate() error {
 	}
 	if !pluginName.MatchString(c.Capture.Backend) {
 		bad("capture.backend", "%q is not a plugin name (such as mmap)", c.Capture.Backend)
+	}
+	if c.Capture.Fallback != "" && !pluginName.MatchString(c.Capture.Fallback) {
+		bad("capture.fallback", "%q is not a backend's name (such as mmap), nor empty", c.Capture.Fallback)
 	}
 	if len(c.Capture.Interfaces) == 0 {
 		bad("capture.interfaces", "empty: give interface names or globs, such as \"*\"")

@@ -29,6 +29,10 @@ const MaxMessageBytes = 64 << 20
 // ErrRejected marks a configuration a plugin refused; the message says why.
 var ErrRejected = errors.New("configuration rejected")
 
+// ErrUnavailable marks a plugin that cannot work on this host at all (a capture backend the
+// kernel or the process's capabilities do not allow); the agent may fall back to another.
+var ErrUnavailable = errors.New("unavailable on this host")
+
 // PluginSet is the host's view: one go-plugin Plugin per kind, dispensed by the kind's name.
 func PluginSet() plugin.PluginSet {
 	return plugin.PluginSet{
@@ -66,6 +70,9 @@ func toStatus(err error) error {
 	if errors.As(err, &ve) || errors.Is(err, ErrRejected) {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
+	if errors.Is(err, ErrUnavailable) {
+		return status.Error(codes.FailedPrecondition, err.Error())
+	}
 	if errors.Is(err, context.Canceled) {
 		return status.Error(codes.Canceled, err.Error())
 	}
@@ -83,6 +90,8 @@ func fromStatus(what string, err error) error {
 	switch st.Code() {
 	case codes.InvalidArgument:
 		return fmt.Errorf("%s: %w: %s", what, ErrRejected, st.Message())
+	case codes.FailedPrecondition:
+		return fmt.Errorf("%s: %w: %s", what, ErrUnavailable, st.Message())
 	case codes.Canceled:
 		return fmt.Errorf("%s: %w", what, context.Canceled)
 	}

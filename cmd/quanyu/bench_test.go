@@ -58,7 +58,7 @@ func BenchmarkLiveCaptureCPU(b *testing.B) {
 
 func benchLiveCPU(b *testing.B, rate, conversations int) {
 	l := newLab(b)
-	agent := startAgent(b, l.a, l.la.Name)
+	agent := startAgent(b, l.a, l.la.Name, "--capture", "mmap")
 	var conn *net.UDPConn
 	if err := l.a.Do(func() error {
 		var err error

@@ -290,11 +290,17 @@ func conversations(flows []sdk.Flow) map[string]*conversation {
 // kernel's interface counters; a subscription that leaves out one port removes exactly those
 // flows.
 func TestLiveCaptureMatchesSentTraffic(t *testing.T) {
+	for _, backend := range []string{"mmap", "ebpf"} {
+		t.Run(backend, func(t *testing.T) { testLiveCapture(t, backend) })
+	}
+}
+
+func testLiveCapture(t *testing.T, backend string) {
 	l := newLab(t)
 	tr := traffic{udpPort: 5353, udpDatagrams: 50, udpPayload: 300, tcpPorts: []int{8080, 9090},
 		connsPerPort: 4, requestBytes: 1000, responseBytes: 20000}
 
-	agent := startAgent(t, l.a, l.la.Name)
+	agent := startAgent(t, l.a, l.la.Name, "--capture", backend)
 	before := l.la.Counters(t)
 	ports := tr.send(t, l)
 	after := l.la.Counters(t)
@@ -354,9 +360,16 @@ func TestLiveCaptureMatchesSentTraffic(t *testing.T) {
 	if want := kernel.RXBytes + kernel.TXBytes; sum.IPBytes+14*sum.Packets != want {
 		t.Errorf("records hold %d IP bytes (+%d link), the interface carried %d bytes", sum.IPBytes, 14*sum.Packets, want)
 	}
-	capture := recs.stats["capture-mmap"]
-	if capture.Counters["drop.ring"] != 0 || capture.Counters["packets"] != sum.Packets {
-		t.Errorf("capture counters %v: want no ring drops and %d packets", capture.Counters, sum.Packets)
+	capture, ok := recs.stats["capture-"+backend]
+	if !ok {
+		t.Fatalf("no stats from capture-%s: %v", backend, recs.stats)
+	}
+	counted := capture.Counters["packets"] // the AF_PACKET capture's parsed packets
+	if backend == "ebpf" {
+		counted = capture.Counters["accounted"] // the kernel program's packets counted in a flow
+	}
+	if capture.Counters["drop.ring"] != 0 || capture.Counters["drop.map_full"] != 0 || counted != sum.Packets {
+		t.Errorf("capture counters %v: want no drops and %d packets", capture.Counters, sum.Packets)
 	}
 
 	// The same traffic with port 9090 left out: exactly those flows disappear.
@@ -364,7 +377,7 @@ func TestLiveCaptureMatchesSentTraffic(t *testing.T) {
 	if err := os.WriteFile(sub, []byte(`{"id":"no-9090","spec":{"L4Miss":["9090"]}}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	agent = startAgent(t, l.a, l.la.Name, "--subscription", sub)
+	agent = startAgent(t, l.a, l.la.Name, "--capture", backend, "--subscription", sub)
 	ports = tr.send(t, l)
 	recs = agent.stop(t)
 	convs = conversations(recs.flows)
@@ -432,7 +445,7 @@ func TestCapturePluginRestartsAfterSIGKILL(t *testing.T) {
 	if err := os.WriteFile(sub, []byte(`{"id":"udp-only","spec":{"L4CLASS":["UDP"]}}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	agent := startAgent(t, l.a, l.la.Name, "--config", cfg, "--subscription", sub)
+	agent := startAgent(t, l.a, l.la.Name, "--capture", "mmap", "--config", cfg, "--subscription", sub)
 	old := pluginPID(t, agent.cmd.Process.Pid, "quanyu-capture-mmap")
 	killed := time.Now()
 	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {

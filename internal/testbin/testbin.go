@@ -71,7 +71,7 @@ func Build(t testing.TB) string {
 			return
 		}
 		for _, e := range entries {
-			if !e.IsDir() {
+			if !e.IsDir() || e.Name() == "internal" {
 				continue
 			}
 			out := filepath.Join(dir, "plugins", "quanyu-"+e.Name())

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"math"
 	"strings"
 
 	"github.com/hashicorp/go-hclog"
@@ -60,7 +61,7 @@ func (a *slogAdapter) Log(level hclog.Level, msg string, args ...any) {
 		if k, ok := args[i].(string); ok && k == "timestamp" {
 			continue
 		}
-		kept = append(kept, args[i], args[i+1])
+		kept = append(kept, args[i], wholeNumber(args[i+1]))
 	}
 	a.l.Log(context.Background(), lvl, msg, kept...)
 }
@@ -116,4 +117,12 @@ func (a *slogAdapter) StandardLogger(*hclog.StandardLoggerOptions) *log.Logger {
 
 func (a *slogAdapter) StandardWriter(*hclog.StandardLoggerOptions) io.Writer {
 	return a.StandardLogger(nil).Writer()
+}
+
+// wholeNumber undoes what the JSON hop from the plugin did to integers (they arrive as float64).
+func wholeNumber(v any) any {
+	if f, ok := v.(float64); ok && f == math.Trunc(f) && math.Abs(f) < 1<<53 {
+		return int64(f)
+	}
+	return v
 }

@@ -41,17 +41,21 @@ const (
 )
 
 type CaptureEventHeader struct {
-	_       structs.HostLayout
-	TsNs    uint64
-	Subs    uint64
-	Key     CaptureFlowKey
-	Seq     uint32
-	WireLen uint32
-	DataLen uint16
-	L4Off   uint16
-	L7Off   uint16
-	Kind    uint8
-	Dir     uint8
+	_        structs.HostLayout
+	TsNs     uint64
+	Subs     uint64
+	Key      CaptureFlowKey
+	Seq      uint32
+	WireLen  uint32
+	DataLen  uint16
+	L4Off    uint16
+	L7Off    uint16
+	Kind     uint8
+	Dir      uint8
+	TcpFlags uint8
+	IcmpType uint8
+	IcmpCode uint8
+	Pad      [5]uint8
 }
 
 type CaptureEventKind uint32
