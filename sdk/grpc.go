@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
@@ -89,9 +90,9 @@ func fromStatus(what string, err error) error {
 	}
 	switch st.Code() {
 	case codes.InvalidArgument:
-		return fmt.Errorf("%s: %w: %s", what, ErrRejected, st.Message())
+		return fmt.Errorf("%s: %w: %s", what, ErrRejected, strings.TrimPrefix(st.Message(), ErrRejected.Error()+": "))
 	case codes.FailedPrecondition:
-		return fmt.Errorf("%s: %w: %s", what, ErrUnavailable, st.Message())
+		return fmt.Errorf("%s: %w: %s", what, ErrUnavailable, strings.TrimPrefix(st.Message(), ErrUnavailable.Error()+": "))
 	case codes.Canceled:
 		return fmt.Errorf("%s: %w", what, context.Canceled)
 	}

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -105,10 +106,38 @@ func runCore(cfg core.Config, opts core.Options, stdout, stderr io.Writer) error
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if len(opts.Files) == 0 && cfg.Subscription != "" {
+		go reloadOnHangup(ctx, agent, cfg.Subscription, opts.Log)
+	}
 	if err := agent.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
 	return nil
+}
+
+// reloadOnHangup re-reads the subscription file on SIGHUP and applies it to the running capture,
+// as daemons do with their configuration. A file that does not parse, or names an interface the
+// host lacks, is refused and the running set stays.
+func reloadOnHangup(ctx context.Context, agent *core.Agent, file string, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		subs, err := core.LoadSubscriptions(file)
+		if err == nil {
+			err = agent.SetSubscriptions(ctx, subs)
+		}
+		if err != nil {
+			log.Error("subscriptions not reloaded; the running set stays", "file", file, "err", err)
+			continue
+		}
+		log.Info("subscriptions reloaded", "file", file, "subscriptions", len(subs))
+	}
 }
 
 func runReplay(args []string, stdout, stderr io.Writer) error {

@@ -51,8 +51,16 @@ type agentProc struct {
 // startAgent runs the agent inside a namespace and waits until it captures on nic.
 func startAgent(t testing.TB, ns *testnet.NS, nic string, args ...string) *agentProc {
 	t.Helper()
+	return startAgentWrapped(t, ns, nic, nil, args...)
+}
+
+// startAgentWrapped is startAgent with the agent run under a wrapper command (setpriv).
+func startAgentWrapped(t testing.TB, ns *testnet.NS, nic string, wrapper []string, args ...string) *agentProc {
+	t.Helper()
 	bin := quanyu(t) // builds, and carries QUANYU_PLUGIN_DIR
-	full := append([]string{"netns", "exec", ns.Name, bin.Path, "agent", "--nic", nic}, args...)
+	full := append([]string{"netns", "exec", ns.Name}, wrapper...)
+	full = append(full, bin.Path, "agent", "--nic", nic)
+	full = append(full, args...)
 	p := &agentProc{cmd: exec.Command("ip", full...), logged: make(chan struct{}, 1)}
 	p.cmd.Env = bin.Env
 	p.cmd.Stdout = &p.out
@@ -69,20 +77,23 @@ func startAgent(t testing.TB, ns *testnet.NS, nic string, args ...string) *agent
 			_ = p.cmd.Wait()
 		}
 	})
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			p.mu.Lock()
-			p.log.WriteString(sc.Text() + "\n")
-			p.mu.Unlock()
-			select {
-			case p.logged <- struct{}{}:
-			default:
-			}
-		}
-	}()
+	go p.collectLog(stderr)
 	p.waitLog(t, 1, 20*time.Second, "msg=capturing", "nic="+nic)
 	return p
+}
+
+// collectLog keeps the agent's log and signals every new line.
+func (p *agentProc) collectLog(r io.Reader) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		p.mu.Lock()
+		p.log.WriteString(sc.Text() + "\n")
+		p.mu.Unlock()
+		select {
+		case p.logged <- struct{}{}:
+		default:
+		}
+	}
 }
 
 func (p *agentProc) logText() string {

@@ -28,10 +28,10 @@ type kernel struct {
 // loadKernel loads the program with the flow map and ring buffer sized as configured. Every
 // failure here means the eBPF capture cannot run on this host, and says why.
 func loadKernel(maxFlows, ringBytes int) (*kernel, error) {
-	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones to the cgroup.
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, fmt.Errorf("%w: raising the locked-memory limit for BPF maps: %v", sdk.ErrUnavailable, err)
-	}
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones to the cgroup, and
+	// there the limit does not matter. A failure to raise it is only worth reporting if loading
+	// then fails, and loading says why.
+	memlockErr := rlimit.RemoveMemlock()
 	spec, err := kern.LoadCapture()
 	if err != nil {
 		return nil, fmt.Errorf("reading the embedded BPF object: %w", err)
@@ -40,6 +40,9 @@ func loadKernel(maxFlows, ringBytes int) (*kernel, error) {
 	spec.Maps[kern.CaptureMapEvents].MaxEntries = uint32(ringBytes)
 	k := &kernel{}
 	if err := spec.LoadAndAssign(&k.objs, nil); err != nil {
+		if memlockErr != nil {
+			err = fmt.Errorf("%w (and raising the locked-memory limit failed: %v)", err, memlockErr)
+		}
 		return nil, unavailable("loading the eBPF program", err)
 	}
 	if err := k.probeAttach(); err != nil {

@@ -10,11 +10,11 @@ import (
 // instructions and checks that the laid-out program computes what the symbolic one does.
 func TestAssemblerLongJumps(t *testing.T) {
 	seed := testSeed(t)
-	g := newRgen(seed)
+	g := testframes.NewGen(seed)
 	for round := range 30 {
-		n := g.n(100, 3000)
+		n := g.N(100, 3000)
 		// Labels at random positions; every jump goes to a label after it.
-		nlabels := pick(g, []int{2, 3, 5, g.n(2, 40)})
+		nlabels := testframes.Pick(g, []int{2, 3, 5, g.N(2, 40)})
 		type sym struct {
 			kind   int // 0 ld, 1 cond, 2 ja, 3 ret
 			k      uint32
@@ -26,7 +26,7 @@ func TestAssemblerLongJumps(t *testing.T) {
 		pos := make([]int, nlabels)
 		for i := range labels {
 			labels[i] = a.newLabel()
-			pos[i] = g.n(1, n)
+			pos[i] = g.N(1, n)
 		}
 		after := func(i int) int {
 			var cands []int
@@ -38,26 +38,26 @@ func TestAssemblerLongJumps(t *testing.T) {
 			if len(cands) == 0 {
 				return -1
 			}
-			return pick(g, cands)
+			return testframes.Pick(g, cands)
 		}
 		// Few rets and jas: islands then have to be forced in straight-line code rather than
 		// placed for free after an unconditional instruction.
-		uncond := pick(g, []float64{0.001, 0.01, 0.1})
+		uncond := testframes.Pick(g, []float64{0.001, 0.01, 0.1})
 		prog := make([]sym, n)
 		for i := range prog {
-			switch x := g.r.Float64(); {
+			switch x := g.R.Float64(); {
 			case x < 0.3:
-				prog[i] = sym{kind: 0, k: uint32(g.r.IntN(8))}
+				prog[i] = sym{kind: 0, k: uint32(g.R.IntN(8))}
 			case x < 1-uncond:
 				jt, jf := after(i), -1 // -1: fall through
 				if jt < 0 {
 					prog[i] = sym{kind: 3, k: uint32(1000 + i)}
 					continue
 				}
-				if other := after(i); other != jt && g.p(0.3) {
+				if other := after(i); other != jt && g.P(0.3) {
 					jf = other
 				}
-				prog[i] = sym{kind: 1, op: pick(g, []uint16{opJEQ, opJGT, opJGE}), k: uint32(g.r.IntN(8)), jt: jt, jf: jf}
+				prog[i] = sym{kind: 1, op: testframes.Pick(g, []uint16{opJEQ, opJGT, opJGE}), k: uint32(g.R.IntN(8)), jt: jt, jf: jf}
 			case x < 1-uncond/2:
 				if l := after(i); l >= 0 {
 					prog[i] = sym{kind: 2, jt: l}
@@ -137,7 +137,7 @@ func TestAssemblerLongJumps(t *testing.T) {
 		for range 200 {
 			pkt := make([]byte, 8)
 			for j := range pkt {
-				pkt[j] = byte(g.r.IntN(8))
+				pkt[j] = byte(g.R.IntN(8))
 			}
 			if got, want := runVM(t, vm, pkt), run(pkt); got != want {
 				t.Fatalf("round %d (%d symbolic, %d laid out): packet %x returns %d, want %d", round, n, len(insns), pkt, got, want)

@@ -13,6 +13,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
 
+	"github.com/quanyu/quanyu/internal/testframes"
 	"github.com/quanyu/quanyu/sdk"
 )
 
@@ -86,7 +87,7 @@ func TestPublicCaptures(t *testing.T) {
 		t.Fatalf("no .pcap files under %s", root)
 	}
 	slices.Sort(files)
-	g := newRgen(seed)
+	g := testframes.NewGen(seed)
 	total, accepted, rejected := 0, 0, 0
 	verdicts := map[verdict]int{}
 	for _, path := range files {
@@ -97,7 +98,7 @@ func TestPublicCaptures(t *testing.T) {
 				t.Skipf("link type %v: the filter is for Ethernet frames", link)
 			}
 			// The capture's own values are the targets the subscriptions are made of.
-			tg := &targets{}
+			tg := &testframes.Targets{}
 			for _, frame := range frames {
 				v, meta := readFrame(frame)
 				verdicts[v]++
@@ -115,7 +116,7 @@ func TestPublicCaptures(t *testing.T) {
 				tg.ports = append(tg.ports, meta.SrcPort, meta.DstPort)
 			}
 			for set := range 30 {
-				subs := []sdk.Subscription{g.subscriptionFrom(tg, "a"), g.subscriptionFrom(tg, "b")}
+				subs := []sdk.Subscription{g.SubscriptionFrom(tg, "a"), g.SubscriptionFrom(tg, "b")}
 				if set == 0 {
 					subs = []sdk.Subscription{{ID: "all"}}
 				}

@@ -15,6 +15,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"golang.org/x/net/bpf"
 
+	"github.com/quanyu/quanyu/internal/testframes"
 	"github.com/quanyu/quanyu/sdk"
 )
 
@@ -92,16 +93,16 @@ func setJSON(subs []sdk.Subscription) string {
 // on every frame.
 func TestDifferential(t *testing.T) {
 	seed := testSeed(t)
-	g := newRgen(seed)
+	g := testframes.NewGen(seed)
 	sets, frames := 400, 400
 	if testing.Short() {
 		sets = 60
 	}
 	var decided, accepted, mustAccepts, rejected int
 	for set := range sets {
-		subs := g.set()
-		nic := pick(g, []string{"eth0", "eth0", "veth1", "lo", "wlan0", ""})
-		snap := pick(g, []uint32{0, 96, 1514, 65535})
+		subs := g.Set()
+		nic := testframes.Pick(g, []string{"eth0", "eth0", "veth1", "lo", "wlan0", ""})
+		snap := testframes.Pick(g, []uint32{0, 96, 1514, 65535})
 		prog, err := Compile(subs, nic, Options{SnapLen: snap})
 		if err != nil {
 			t.Fatalf("set %d: compiling %s: %v", set, setJSON(subs), err)
@@ -114,11 +115,11 @@ func TestDifferential(t *testing.T) {
 		}
 		vm := newVM(t, prog)
 		m := sdk.NewMatcher(subs)
-		tg := targetsOf(subs)
+		tg := testframes.TargetsOf(subs)
 		failures := 0
 		for i := range frames {
-			f, damaged := g.frame(tg, uint32(i), false)
-			frame := f.build()
+			f, damaged := g.Frame(tg, uint32(i), false)
+			frame := f.Build()
 			w, v, meta := want(m, prog, snap, nic, frame)
 			got := runVM(t, vm, frame)
 			switch {
@@ -215,17 +216,17 @@ func mustParse(t *testing.T, doc string) []sdk.Subscription {
 	return subs
 }
 
-func tcp4(src, dst string, sport, dport uint16) frameSpec {
-	return frameSpec{etherType: 0x0800, src: netip.MustParseAddr(src), dst: netip.MustParseAddr(dst),
+func tcp4(src, dst string, sport, dport uint16) testframes.Frame {
+	return testframes.Frame{EtherType: 0x0800, Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr(dst),
 		proto: uint8(sdk.TransportTCP), sport: sport, dport: dport}
 }
 
-func ip6(src, dst string, proto sdk.Transport, sport, dport uint16) frameSpec {
-	return frameSpec{etherType: 0x86dd, src: netip.AddrFrom16(netip.MustParseAddr(src).As16()),
+func ip6(src, dst string, proto sdk.Transport, sport, dport uint16) testframes.Frame {
+	return testframes.Frame{EtherType: 0x86dd, Src: netip.AddrFrom16(netip.MustParseAddr(src).As16()),
 		dst: netip.AddrFrom16(netip.MustParseAddr(dst).As16()), proto: uint8(proto), sport: sport, dport: dport}
 }
 
-func with(f frameSpec, change func(*frameSpec)) frameSpec {
+func with(f testframes.Frame, change func(*testframes.Frame)) testframes.Frame {
 	change(&f)
 	return f
 }
@@ -234,41 +235,41 @@ func with(f frameSpec, change func(*frameSpec)) frameSpec {
 // answer and against the reference matcher.
 func TestEdgeCases(t *testing.T) {
 	const snap = 200
-	icmp4 := with(tcp4("10.0.0.1", "10.0.0.2", 0, 0), func(f *frameSpec) { f.proto = uint8(sdk.TransportICMP) })
-	arp := frameSpec{etherType: 0x0806}
-	lldp := frameSpec{etherType: 0x88cc}
+	icmp4 := with(tcp4("10.0.0.1", "10.0.0.2", 0, 0), func(f *testframes.Frame) { f.Proto = uint8(sdk.TransportICMP) })
+	arp := testframes.Frame{EtherType: 0x0806}
+	lldp := testframes.Frame{EtherType: 0x88cc}
 	cases := []struct {
 		name   string
 		doc    string
 		nic    string
-		frames []frameSpec
+		frames []testframes.Frame
 		accept []bool
 	}{
 		{
 			name: "empty subscription accepts every IP packet",
 			doc:  `{}`,
-			frames: []frameSpec{tcp4("1.2.3.4", "5.6.7.8", 1, 2), ip6("2001:db8::1", "::1", sdk.TransportUDP, 53, 53),
-				icmp4, with(tcp4("1.2.3.4", "5.6.7.8", 1, 2), func(f *frameSpec) { f.fragOff = 100 }), arp, lldp},
+			frames: []testframes.Frame{tcp4("1.2.3.4", "5.6.7.8", 1, 2), ip6("2001:db8::1", "::1", sdk.TransportUDP, 53, 53),
+				icmp4, with(tcp4("1.2.3.4", "5.6.7.8", 1, 2), func(f *testframes.Frame) { f.FragOff = 100 }), arp, lldp},
 			accept: []bool{true, true, true, true, true, false},
 		},
 		{
 			name: "exclusion beats inclusion",
 			doc:  `{"L3Match":["10.0.0.0/8"],"L3Miss":["10.0.0.5"],"L4":["80"],"L4Miss":["80"]}`,
-			frames: []frameSpec{tcp4("10.0.0.5", "10.1.1.1", 1000, 80), tcp4("10.0.0.6", "10.1.1.1", 1000, 80),
+			frames: []testframes.Frame{tcp4("10.0.0.5", "10.1.1.1", 1000, 80), tcp4("10.0.0.6", "10.1.1.1", 1000, 80),
 				tcp4("10.0.0.6", "10.1.1.1", 1000, 443)},
 			accept: []bool{false, false, false},
 		},
 		{
 			name: "exclusion of one address inside an included range",
 			doc:  `{"L3Match":["10.0.0.0/8"],"L3Miss":["10.0.0.5"]}`,
-			frames: []frameSpec{tcp4("10.0.0.5", "10.1.1.1", 1000, 80), tcp4("10.1.1.1", "10.0.0.5", 1000, 80),
+			frames: []testframes.Frame{tcp4("10.0.0.5", "10.1.1.1", 1000, 80), tcp4("10.1.1.1", "10.0.0.5", 1000, 80),
 				tcp4("10.0.0.6", "10.1.1.1", 1000, 80), tcp4("11.0.0.6", "12.1.1.1", 1000, 80)},
 			accept: []bool{false, false, true, false},
 		},
 		{
 			name: "IPv6 CIDR",
 			doc:  `{"L3Match":["2001:db8::/32"]}`,
-			frames: []frameSpec{ip6("2001:db8:1::1", "fd00::1", sdk.TransportTCP, 1, 2),
+			frames: []testframes.Frame{ip6("2001:db8:1::1", "fd00::1", sdk.TransportTCP, 1, 2),
 				ip6("fd00::1", "2001:db8:ffff::1", sdk.TransportUDP, 1, 2), ip6("2001:db9::1", "fd00::1", sdk.TransportTCP, 1, 2),
 				tcp4("10.0.0.1", "10.0.0.2", 1, 2)},
 			accept: []bool{true, true, false, false},
@@ -276,48 +277,48 @@ func TestEdgeCases(t *testing.T) {
 		{
 			name: "IPv4 /0 is every IPv4 address and no IPv6 one",
 			doc:  `{"L3Match":["0.0.0.0/0"]}`,
-			frames: []frameSpec{tcp4("1.2.3.4", "5.6.7.8", 1, 2), ip6("2001:db8::1", "fd00::1", sdk.TransportTCP, 1, 2),
+			frames: []testframes.Frame{tcp4("1.2.3.4", "5.6.7.8", 1, 2), ip6("2001:db8::1", "fd00::1", sdk.TransportTCP, 1, 2),
 				ip6("::ffff:1.2.3.4", "fd00::1", sdk.TransportTCP, 1, 2)},
 			accept: []bool{true, false, true},
 		},
 		{
 			name: "IPv6 /0 is every IPv6 address but not the IPv4-mapped ones",
 			doc:  `{"L3Match":["::/0"]}`,
-			frames: []frameSpec{tcp4("1.2.3.4", "5.6.7.8", 1, 2), ip6("2001:db8::1", "fd00::1", sdk.TransportTCP, 1, 2),
+			frames: []testframes.Frame{tcp4("1.2.3.4", "5.6.7.8", 1, 2), ip6("2001:db8::1", "fd00::1", sdk.TransportTCP, 1, 2),
 				ip6("::ffff:1.2.3.4", "::ffff:5.6.7.8", sdk.TransportTCP, 1, 2)},
 			accept: []bool{false, true, false},
 		},
 		{
 			name: "an IPv4-mapped address matches the IPv4 CIDR",
 			doc:  `{"L3Match":["10.0.0.0/8"]}`,
-			frames: []frameSpec{ip6("::ffff:10.9.9.9", "fd00::1", sdk.TransportUDP, 1, 2),
+			frames: []testframes.Frame{ip6("::ffff:10.9.9.9", "fd00::1", sdk.TransportUDP, 1, 2),
 				ip6("::fffe:10.9.9.9", "fd00::1", sdk.TransportUDP, 1, 2)},
 			accept: []bool{true, false},
 		},
 		{
 			name:   "a port list without 0 rejects ICMP",
 			doc:    `{"L4":["80"]}`,
-			frames: []frameSpec{icmp4, tcp4("1.1.1.1", "2.2.2.2", 5000, 80)},
+			frames: []testframes.Frame{icmp4, tcp4("1.1.1.1", "2.2.2.2", 5000, 80)},
 			accept: []bool{false, true},
 		},
 		{
 			name:   "a port list with 0 accepts ICMP",
 			doc:    `{"L4":["0"]}`,
-			frames: []frameSpec{icmp4, tcp4("1.1.1.1", "2.2.2.2", 5000, 80)},
+			frames: []testframes.Frame{icmp4, tcp4("1.1.1.1", "2.2.2.2", 5000, 80)},
 			accept: []bool{true, false},
 		},
 		{
 			name: "non-first fragments skip the port conditions but not the others",
 			doc:  `{"L4CLASS":["UDP"],"L4":["53"],"L4Miss":["9"]}`,
-			frames: []frameSpec{
-				with(tcp4("1.1.1.1", "2.2.2.2", 9, 9), func(f *frameSpec) { f.proto = uint8(sdk.TransportUDP); f.fragOff = 185 }),
-				with(tcp4("1.1.1.1", "2.2.2.2", 9, 9), func(f *frameSpec) { f.fragOff = 185 }),
-				with(tcp4("1.1.1.1", "2.2.2.2", 9, 53), func(f *frameSpec) { f.proto = uint8(sdk.TransportUDP); f.more = true }),
-				with(ip6("fd00::1", "fd00::2", sdk.TransportUDP, 9, 9), func(f *frameSpec) {
-					f.ext = []extHeader{{typ: 0, size: 8}, {typ: 44, size: 8, fragOff: 3}}
+			frames: []testframes.Frame{
+				with(tcp4("1.1.1.1", "2.2.2.2", 9, 9), func(f *testframes.Frame) { f.Proto = uint8(sdk.TransportUDP); f.FragOff = 185 }),
+				with(tcp4("1.1.1.1", "2.2.2.2", 9, 9), func(f *testframes.Frame) { f.FragOff = 185 }),
+				with(tcp4("1.1.1.1", "2.2.2.2", 9, 53), func(f *testframes.Frame) { f.Proto = uint8(sdk.TransportUDP); f.More = true }),
+				with(ip6("fd00::1", "fd00::2", sdk.TransportUDP, 9, 9), func(f *testframes.Frame) {
+					f.Ext = []testframes.ExtHeader{{Type: 0, Size: 8}, {Type: 44, Size: 8, FragOff: 3}}
 				}),
-				with(ip6("fd00::1", "fd00::2", sdk.TransportUDP, 9, 53), func(f *frameSpec) {
-					f.ext = []extHeader{{typ: 44, size: 8, more: true}}
+				with(ip6("fd00::1", "fd00::2", sdk.TransportUDP, 9, 53), func(f *testframes.Frame) {
+					f.Ext = []testframes.ExtHeader{{Type: 44, Size: 8, More: true}}
 				}),
 			},
 			accept: []bool{true, false, false, true, false},
@@ -325,7 +326,7 @@ func TestEdgeCases(t *testing.T) {
 		{
 			name: "port ranges, inclusive at both ends",
 			doc:  `{"L4Range":["1000-2000","3000-3000"],"L4MissRange":"1500-1600"}`,
-			frames: []frameSpec{tcp4("1.1.1.1", "2.2.2.2", 999, 999), tcp4("1.1.1.1", "2.2.2.2", 999, 1000),
+			frames: []testframes.Frame{tcp4("1.1.1.1", "2.2.2.2", 999, 999), tcp4("1.1.1.1", "2.2.2.2", 999, 1000),
 				tcp4("1.1.1.1", "2.2.2.2", 2000, 50000), tcp4("1.1.1.1", "2.2.2.2", 2001, 2999),
 				tcp4("1.1.1.1", "2.2.2.2", 3000, 1), tcp4("1.1.1.1", "2.2.2.2", 1000, 1500)},
 			accept: []bool{false, true, true, false, true, false},
@@ -333,16 +334,16 @@ func TestEdgeCases(t *testing.T) {
 		{
 			name: "IPv6 extension headers before the transport",
 			doc:  `{"L4CLASS":["TCP"],"L4":["443"]}`,
-			frames: []frameSpec{
-				with(ip6("fd00::1", "fd00::2", sdk.TransportTCP, 5, 443), func(f *frameSpec) {
-					f.ext = []extHeader{{typ: 0, size: 8}, {typ: 43, size: 24}, {typ: 51, size: 16}, {typ: 60, size: 8}}
+			frames: []testframes.Frame{
+				with(ip6("fd00::1", "fd00::2", sdk.TransportTCP, 5, 443), func(f *testframes.Frame) {
+					f.Ext = []testframes.ExtHeader{{Type: 0, Size: 8}, {Type: 43, Size: 24}, {Type: 51, Size: 16}, {Type: 60, Size: 8}}
 				}),
-				with(ip6("fd00::1", "fd00::2", sdk.TransportTCP, 5, 444), func(f *frameSpec) {
-					f.ext = []extHeader{{typ: 0, size: 8}, {typ: 44, size: 8}}
+				with(ip6("fd00::1", "fd00::2", sdk.TransportTCP, 5, 444), func(f *testframes.Frame) {
+					f.Ext = []testframes.ExtHeader{{Type: 0, Size: 8}, {Type: 44, Size: 8}}
 				}),
 				// Five headers: deeper than the filter walks, so user space decides.
-				with(ip6("fd00::1", "fd00::2", sdk.TransportTCP, 5, 444), func(f *frameSpec) {
-					f.ext = []extHeader{{typ: 0, size: 8}, {typ: 60, size: 8}, {typ: 60, size: 8}, {typ: 60, size: 8}, {typ: 60, size: 8}}
+				with(ip6("fd00::1", "fd00::2", sdk.TransportTCP, 5, 444), func(f *testframes.Frame) {
+					f.Ext = []testframes.ExtHeader{{Type: 0, Size: 8}, {Type: 60, Size: 8}, {Type: 60, Size: 8}, {Type: 60, Size: 8}, {Type: 60, Size: 8}}
 				}),
 			},
 			accept: []bool{true, false, true},
@@ -350,26 +351,26 @@ func TestEdgeCases(t *testing.T) {
 		{
 			name: "VLAN tags",
 			doc:  `{"L3":["10.0.0.1"]}`,
-			frames: []frameSpec{
-				with(tcp4("10.0.0.1", "10.0.0.2", 1, 2), func(f *frameSpec) { f.tags = []uint16{0x8100} }),
-				with(tcp4("10.0.0.3", "10.0.0.2", 1, 2), func(f *frameSpec) { f.tags = []uint16{0x88a8, 0x8100} }),
-				with(tcp4("10.0.0.2", "10.0.0.1", 1, 2), func(f *frameSpec) { f.tags = []uint16{0x9100, 0x8100} }),
-				with(tcp4("10.0.0.3", "10.0.0.2", 1, 2), func(f *frameSpec) { f.tags = []uint16{0x8100, 0x8100, 0x8100} }),
-				with(arp, func(f *frameSpec) { f.tags = []uint16{0x8100} }),
+			frames: []testframes.Frame{
+				with(tcp4("10.0.0.1", "10.0.0.2", 1, 2), func(f *testframes.Frame) { f.Tags = []uint16{0x8100} }),
+				with(tcp4("10.0.0.3", "10.0.0.2", 1, 2), func(f *testframes.Frame) { f.Tags = []uint16{0x88a8, 0x8100} }),
+				with(tcp4("10.0.0.2", "10.0.0.1", 1, 2), func(f *testframes.Frame) { f.Tags = []uint16{0x9100, 0x8100} }),
+				with(tcp4("10.0.0.3", "10.0.0.2", 1, 2), func(f *testframes.Frame) { f.Tags = []uint16{0x8100, 0x8100, 0x8100} }),
+				with(arp, func(f *testframes.Frame) { f.Tags = []uint16{0x8100} }),
 			},
 			accept: []bool{true, false, true, true, true},
 		},
 		{
 			name: "malformed IP packets are accepted",
 			doc:  `{"L3":["10.0.0.1"]}`,
-			frames: []frameSpec{
-				with(tcp4("10.0.0.3", "10.0.0.2", 1, 2), func(f *frameSpec) { f.truncate = 30 }),
-				with(tcp4("10.0.0.3", "10.0.0.2", 1, 2), func(f *frameSpec) { f.truncate = 50 }),
-				with(tcp4("10.0.0.3", "10.0.0.2", 1, 2), func(f *frameSpec) { f.ihl = 4 }),
-				with(tcp4("10.0.0.3", "10.0.0.2", 1, 2), func(f *frameSpec) { f.badVersion = true }),
-				with(tcp4("10.0.0.3", "10.0.0.2", 1, 2), func(f *frameSpec) { f.ipLenDelta = 1 }),
-				with(ip6("fd00::1", "fd00::2", sdk.TransportUDP, 1, 2), func(f *frameSpec) { f.truncate = 60 }),
-				with(tcp4("10.0.0.3", "10.0.0.2", 1, 2), func(f *frameSpec) { f.pad = 10 }),
+			frames: []testframes.Frame{
+				with(tcp4("10.0.0.3", "10.0.0.2", 1, 2), func(f *testframes.Frame) { f.Truncate = 30 }),
+				with(tcp4("10.0.0.3", "10.0.0.2", 1, 2), func(f *testframes.Frame) { f.Truncate = 50 }),
+				with(tcp4("10.0.0.3", "10.0.0.2", 1, 2), func(f *testframes.Frame) { f.IHL = 4 }),
+				with(tcp4("10.0.0.3", "10.0.0.2", 1, 2), func(f *testframes.Frame) { f.BadVersion = true }),
+				with(tcp4("10.0.0.3", "10.0.0.2", 1, 2), func(f *testframes.Frame) { f.IPLenDelta = 1 }),
+				with(ip6("fd00::1", "fd00::2", sdk.TransportUDP, 1, 2), func(f *testframes.Frame) { f.Truncate = 60 }),
+				with(tcp4("10.0.0.3", "10.0.0.2", 1, 2), func(f *testframes.Frame) { f.Pad = 10 }),
 			},
 			accept: []bool{true, true, true, true, true, true, false},
 		},
@@ -377,14 +378,14 @@ func TestEdgeCases(t *testing.T) {
 			name:   "no subscription for the interface accepts nothing",
 			doc:    `{"NIC":["veth*"]}`,
 			nic:    "eth0",
-			frames: []frameSpec{tcp4("10.0.0.3", "10.0.0.2", 1, 2), arp},
+			frames: []testframes.Frame{tcp4("10.0.0.3", "10.0.0.2", 1, 2), arp},
 			accept: []bool{false, false},
 		},
 		{
 			name:   "NIC globs",
 			doc:    `{"NIC":["veth*"],"L4":["80"]}`,
 			nic:    "veth12",
-			frames: []frameSpec{tcp4("10.0.0.3", "10.0.0.2", 1, 80), tcp4("10.0.0.3", "10.0.0.2", 1, 81)},
+			frames: []testframes.Frame{tcp4("10.0.0.3", "10.0.0.2", 1, 80), tcp4("10.0.0.3", "10.0.0.2", 1, 81)},
 			accept: []bool{true, false},
 		},
 	}
@@ -402,7 +403,7 @@ func TestEdgeCases(t *testing.T) {
 			vm := newVM(t, prog)
 			m := sdk.NewMatcher(subs)
 			for i, f := range c.frames {
-				frame := f.build()
+				frame := f.Build()
 				got := runVM(t, vm, frame)
 				w, v, meta := want(m, prog, snap, nic, frame)
 				stated := uint32(0)
@@ -420,16 +421,16 @@ func TestEdgeCases(t *testing.T) {
 
 // bigSet is one subscription with 1,000 IPv4 CIDRs and 100 port ranges.
 func bigSet(seed uint64) []sdk.Subscription {
-	g := newRgen(seed)
+	g := testframes.NewGen(seed)
 	var s sdk.Spec
 	for len(s.L3Match) < 1000 {
-		b := [4]byte{byte(g.r.IntN(224)), byte(g.r.IntN(256)), byte(g.r.IntN(256)), byte(g.r.IntN(256))}
-		bits := pick(g, []int{16, 20, 22, 24, 24, 24, 26, 28, 32, 32})
+		b := [4]byte{byte(g.R.IntN(224)), byte(g.R.IntN(256)), byte(g.R.IntN(256)), byte(g.R.IntN(256))}
+		bits := testframes.Pick(g, []int{16, 20, 22, 24, 24, 24, 26, 28, 32, 32})
 		s.L3Match = append(s.L3Match, netip.PrefixFrom(netip.AddrFrom4(b), bits).Masked())
 	}
 	for i := range 100 {
-		first := uint16(i*600 + g.n(0, 300))
-		s.L4Range = append(s.L4Range, sdk.PortRange{First: first, Last: first + uint16(g.n(0, 250))})
+		first := uint16(i*600 + g.N(0, 300))
+		s.L4Range = append(s.L4Range, sdk.PortRange{First: first, Last: first + uint16(g.N(0, 250))})
 	}
 	s.L4Class = []sdk.Transport{sdk.TransportTCP, sdk.TransportUDP}
 	return []sdk.Subscription{{ID: "big", Spec: s}}
@@ -453,12 +454,12 @@ func TestLargeSetFits(t *testing.T) {
 	t.Logf("1,000 CIDRs and 100 port ranges: %d instructions", prog.Len())
 	vm := newVM(t, prog)
 	m := sdk.NewMatcher(subs)
-	g := newRgen(seed + 1)
-	tg := targetsOf(subs)
+	g := testframes.NewGen(seed + 1)
+	tg := testframes.TargetsOf(subs)
 	matched := 0
 	for i := range 20000 {
-		f, _ := g.frame(tg, uint32(i), false)
-		frame := f.build()
+		f, _ := g.Frame(tg, uint32(i), false)
+		frame := f.Build()
 		w, v, meta := want(m, prog, 128, "eth0", frame)
 		if got := runVM(t, vm, frame); got != w {
 			t.Fatalf("frame %d: filter returns %d, want %d (%v, %+v)\n%x", i, got, w, v, meta, frame)
@@ -495,7 +496,7 @@ func BenchmarkFilterLargeSet(b *testing.B) {
 		b.Fatal(err)
 	}
 	vm := newVM(b, prog)
-	frame := tcp4("203.0.113.9", "198.51.100.7", 40000, 65000).build()
+	frame := tcp4("203.0.113.9", "198.51.100.7", 40000, 65000).Build()
 	for b.Loop() {
 		if _, err := vm.Run(frame); err != nil {
 			b.Fatal(err)
@@ -507,13 +508,13 @@ func BenchmarkFilterLargeSet(b *testing.B) {
 // exact, say why, and accept every packet the exact program accepts.
 func TestFallbackIsWider(t *testing.T) {
 	seed := testSeed(t)
-	g := newRgen(seed)
+	g := testframes.NewGen(seed)
 	widened := 0
 	for set := range 150 {
-		subs := g.set()
+		subs := g.Set()
 		subs = append(subs, bigSet(seed+uint64(set))...)
-		subs[len(subs)-1].Spec.L3Miss = []netip.Addr{g.addr(false), g.addr(true)}
-		limit := pick(g, []int{120, 300, 600, 1200, 2500})
+		subs[len(subs)-1].Spec.L3Miss = []netip.Addr{g.Addr(false), g.Addr(true)}
+		limit := testframes.Pick(g, []int{120, 300, 600, 1200, 2500})
 		prog, err := Compile(subs, "eth0", Options{SnapLen: 100, MaxInstructions: limit})
 		if err != nil {
 			t.Fatalf("set %d: %v", set, err)
@@ -530,10 +531,10 @@ func TestFallbackIsWider(t *testing.T) {
 		}
 		vm := newVM(t, prog)
 		m := sdk.NewMatcher(subs)
-		tg := targetsOf(subs)
+		tg := testframes.TargetsOf(subs)
 		for i := range 300 {
-			f, _ := g.frame(tg, uint32(i), false)
-			frame := f.build()
+			f, _ := g.Frame(tg, uint32(i), false)
+			frame := f.Build()
 			w, v, meta := want(m, prog, 100, "eth0", frame)
 			got := runVM(t, vm, frame)
 			if (w != 0 || prog.Exact) && got != w {
@@ -570,11 +571,11 @@ func TestOversizedSetFallsBack(t *testing.T) {
 	t.Logf("%d instructions: %s", prog.Len(), prog.Reason)
 	vm := newVM(t, prog)
 	m := sdk.NewMatcher(subs)
-	g := newRgen(seed)
-	tg := targetsOf(subs)
+	g := testframes.NewGen(seed)
+	tg := testframes.TargetsOf(subs)
 	for i := range 5000 {
-		f, _ := g.frame(tg, uint32(i), false)
-		frame := f.build()
+		f, _ := g.Frame(tg, uint32(i), false)
+		frame := f.Build()
 		w, v, meta := want(m, prog, 128, "eth0", frame)
 		if got := runVM(t, vm, frame); w != 0 && got != w || v == mustReject && got != 0 {
 			t.Fatalf("frame %d: the widened program returns %d, the exact answer is %d (%v, %+v)\n%x", i, got, w, v, meta, frame)
@@ -628,10 +629,10 @@ func FuzzFilter(f *testing.F) {
 		}
 		sets = append(sets, subs)
 	}
-	g := newRgen(7)
+	g := testframes.NewGen(7)
 	for i := range 64 {
-		fs, _ := g.frame(targetsOf(sets[1]), uint32(i), false)
-		f.Add(fs.build())
+		fs, _ := g.Frame(testframes.TargetsOf(sets[1]), uint32(i), false)
+		f.Add(fs.Build())
 	}
 	type compiled struct {
 		vm   *bpf.VM

@@ -15,6 +15,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/quanyu/quanyu/internal/testframes"
 	"github.com/quanyu/quanyu/sdk"
 )
 
@@ -181,7 +182,7 @@ func kernelTest(t *testing.T, seed uint64) error {
 	}
 	defer p.close()
 
-	g := newRgen(seed)
+	g := testframes.NewGen(seed)
 	type batch struct {
 		name string
 		subs []sdk.Subscription
@@ -190,7 +191,7 @@ func kernelTest(t *testing.T, seed uint64) error {
 	}
 	var batches []batch
 	for len(batches) < 8 {
-		subs := g.set()
+		subs := g.Set()
 		prog, err := Compile(subs, "qrx0", Options{})
 		if err != nil {
 			return err
@@ -199,7 +200,7 @@ func kernelTest(t *testing.T, seed uint64) error {
 			continue // the end-of-batch ARP frame would not come through
 		}
 		batches = append(batches, batch{fmt.Sprintf("random set %d", len(batches)), subs,
-			Options{SnapLen: pick(g, []uint32{0, 64, 100})}, 50})
+			Options{SnapLen: testframes.Pick(g, []uint32{0, 64, 100})}, 50})
 	}
 	big := bigSet(seed)
 	batches = append(batches,
@@ -217,21 +218,21 @@ func kernelTest(t *testing.T, seed uint64) error {
 			return fmt.Errorf("%s: the kernel refuses the program: %w\n%v", b.name, err, prog)
 		}
 		vm := newVM(t, prog)
-		tg := targetsOf(b.subs)
+		tg := testframes.TargetsOf(b.subs)
 		frames := map[uint32][]byte{}
 		for i := 0; len(frames) < b.n; i++ {
-			f, _ := g.frame(tg, uint32(bi)<<16|uint32(i), true)
-			frame := f.build()
+			f, _ := g.Frame(tg, uint32(bi)<<16|uint32(i), true)
+			frame := f.Build()
 			if len(frame) < 20 || len(frame) > 1514 {
 				continue // the kernel drops tagged frames shorter than a tag, and veth has an MTU
 			}
 			if err := p.send(frame); err != nil {
 				return err
 			}
-			frames[f.marker] = frame
+			frames[f.Marker] = frame
 		}
 		stop := uint32(bi)<<16 | 0xffff
-		if err := p.send(frameSpec{etherType: 0x0806, marker: stop}.build()); err != nil {
+		if err := p.send(testframes.Frame{EtherType: 0x0806, Marker: stop}.Build()); err != nil {
 			return err
 		}
 		if err := p.receiveUntil(stop); err != nil {
