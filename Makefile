@@ -31,13 +31,17 @@ test: build ## Run every test (as root, the privileged ones too)
 race: ## Run the tests of the concurrent parts with the race detector
 	$(GO) test -race -count=1 ./sdk/... ./core/... ./plugins/...
 
+GENERATED := sdk/internal/pb plugins/capture-ebpf/internal/kern
+
 .PHONY: generate
-generate: ## Regenerate protobuf code (pinned generators from go.mod)
+generate: ## Regenerate protobuf code and the eBPF object (pinned generators from go.mod; needs clang, libbpf-dev)
 	$(GO) run ./internal/tools/protogen -I sdk/proto -out . quanyu/plugin/v1/plugin.proto
+	@command -v clang >/dev/null || { echo "make generate needs clang and libbpf-dev for the eBPF program (apt-get install clang llvm libbpf-dev)"; exit 1; }
+	cd plugins/capture-ebpf/internal/kern && $(GO) generate ./...
 
 .PHONY: check-generated
 check-generated: generate ## Fail if the committed generated code differs from a fresh generation
-	@git diff --exit-code -- sdk/internal/pb || { echo "generated code is stale: run make generate and commit"; exit 1; }
+	@git diff --exit-code -- $(GENERATED) || { echo "generated code is stale: run make generate and commit"; exit 1; }
 
 .PHONY: lint
 lint: ## gofmt and go vet

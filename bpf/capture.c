@@ -197,6 +197,7 @@ struct packet {
 	__u8 nvlan;
 	__u8 frag_first; // first fragment of a fragmented datagram
 	__u8 frag_later; // a fragment other than the first: no transport header here
+	__u8 ports_unknown; // a later fragment whose first fragment was not seen: ports 0, not known
 	__u8 src_mac[6];
 	__u8 dst_mac[6];
 };
@@ -431,6 +432,7 @@ static __always_inline void fragments(struct packet *p) {
 		p->sport = ports->sport;
 		p->dport = ports->dport;
 	} else {
+		p->ports_unknown = 1;
 		count(COUNT_FRAG_ORPHAN, 1);
 	}
 }
@@ -468,6 +470,15 @@ static __always_inline int is_v4(const __u32 *a) {
 	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0x0000ffff);
 }
 
+// lpm looks an address up in the trie of its own family. An IPv6 packet may carry IPv4-mapped
+// addresses (::ffff:a.b.c.d), which the subscription language takes for the IPv4 addresses they
+// stand for (sdk.Matcher), so each end is looked up on its own, not by the family of the other.
+static __always_inline __u64 lpm(void *map_v4, void *map_v6, __u32 version, const __u32 *addr) {
+	if (is_v4(addr))
+		return lpm_v4(map_v4, version, addr[3]);
+	return lpm_v6(map_v6, version, addr);
+}
+
 // match gives the subscriptions a new conversation falls under, in the active version of the
 // set: the semantics of sdk.Matcher (ARCHITECTURE §3), one step per field, stopping at zero.
 static __always_inline __u64 match(struct __sk_buff *skb, struct packet *p, struct filter_set **set_out) {
@@ -487,18 +498,15 @@ static __always_inline __u64 match(struct __sk_buff *skb, struct packet *p, stru
 	__u64 m = *nic & array_mask(&protos, v << 8 | p->proto);
 	if (!m)
 		return 0;
-	__u64 incl = set->addr_any, excl;
-	if (is_v4(p->src)) {
-		if (m & ~incl)
-			incl |= lpm_v4(&incl_v4, v, p->src[3]) | lpm_v4(&incl_v4, v, p->dst[3]);
-		excl = lpm_v4(&excl_v4, v, p->src[3]) | lpm_v4(&excl_v4, v, p->dst[3]);
-	} else {
-		if (m & ~incl)
-			incl |= lpm_v6(&incl_v6, v, p->src) | lpm_v6(&incl_v6, v, p->dst);
-		excl = lpm_v6(&excl_v6, v, p->src) | lpm_v6(&excl_v6, v, p->dst);
-	}
+	__u64 incl = set->addr_any;
+	if (m & ~incl)
+		incl |= lpm(&incl_v4, &incl_v6, v, p->src) | lpm(&incl_v4, &incl_v6, v, p->dst);
+	__u64 excl = lpm(&excl_v4, &excl_v6, v, p->src) | lpm(&excl_v4, &excl_v6, v, p->dst);
 	m &= incl & ~excl;
-	if (!m || p->frag_later) // a later fragment has no ports: its first fragment decided them
+	// A later fragment carries no ports. When its first fragment was seen, it has that
+	// fragment's ports and they are judged as the first fragment's were (it may have been
+	// filtered out for them); otherwise the port conditions do not apply (PortsUnknown).
+	if (!m || p->ports_unknown)
 		return m;
 	__u32 sp = v << 16 | p->sport, dp = v << 16 | p->dport;
 	if (m & ~set->port_any)
@@ -721,7 +729,7 @@ int quanyu_capture(struct __sk_buff *skb) {
 		st->nvlan = pp->nvlan;
 		st->vlan[0] = pp->vlan[0];
 		st->vlan[1] = pp->vlan[1];
-		if (pp->frag_later && pp->sport == 0 && pp->dport == 0)
+		if (pp->ports_unknown)
 			st->fragmented = 1;
 	}
 	if (dir == 0) {

@@ -21,8 +21,9 @@ func NewGen(seed uint64) *Gen {
 
 // P is true with probability prob.
 func (g *Gen) P(prob float64) bool { return g.R.Float64() < prob }
+
 // N is uniform in [lo, hi].
-func (g *Gen) N(lo, hi int) int    { return lo + g.R.IntN(hi-lo+1) }
+func (g *Gen) N(lo, hi int) int { return lo + g.R.IntN(hi-lo+1) }
 
 // Pick is a uniformly chosen element of s.
 func Pick[T any](g *Gen, s []T) T { return s[g.R.IntN(len(s))] }

@@ -31,6 +31,7 @@ type flowState struct {
 	deadline    uint64 // monotonic ns: end of the active-timeout window
 	fins        uint8  // directions whose FIN event arrived (bit 0: a, bit 1: b)
 	ended       bool   // an end or reset event was emitted
+	scanned     uint64 // the last scan that found the flow in the kernel
 }
 
 // merged is one flow with its per-CPU values combined.
@@ -157,14 +158,25 @@ func addrOf(words [4]uint32) netip.Addr {
 func (l *live) scan(final bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	began := time.Now()
+	defer func() {
+		l.user.scans++
+		l.user.scanNanos += uint64(time.Since(began))
+	}()
 	clk := now()
 	nowMono := uint64(clk.mono)
 	cfg := l.cfg.sdk
 	idle, active := uint64(cfg.IdleTimeout), uint64(cfg.ActiveTimeout)
 	linger := uint64(time.Duration(l.cfg.opts.LingerMS) * time.Millisecond)
 
-	seen := make(map[kern.CaptureFlowKey]bool, len(l.flows))
+	gen := l.user.scans + 1
 	var ended []kern.CaptureFlowKey
+	// Eviction candidates are only gathered when the map is (nearly) full.
+	evict := !final && (l.evictWant || len(l.flows) >= l.cfg.sdk.MaxFlows*9/10)
+	if kc, err := l.k.counters(); err == nil {
+		evict = evict || (!final && kc[kern.CaptureCounterCOUNT_MAP_FULL] > l.lastFull)
+		l.lastFull = kc[kern.CaptureCounterCOUNT_MAP_FULL]
+	}
 	type candidate struct {
 		key  kern.CaptureFlowKey
 		last uint64
@@ -176,12 +188,12 @@ func (l *live) scan(final bool) {
 		n, err := l.k.objs.Flows.BatchLookup(cursor, l.keyBuf, l.valBuf, nil)
 		for i := 0; i < n; i++ {
 			key := l.keyBuf[i]
-			seen[key] = true
 			m.merge(l.valBuf[i*l.ncpu : (i+1)*l.ncpu])
 			if m.first == 0 {
 				continue // created this instant, not yet counted
 			}
 			st := l.state(key, &m)
+			st.scanned = gen
 			if st.mask == 0 {
 				l.user.unsubscribed++
 				ended = append(ended, key)
@@ -191,14 +203,14 @@ func (l *live) scan(final bool) {
 			case final:
 				l.emit(key, st, &m, clk, true, sdk.EndShutdown)
 				ended = append(ended, key)
-			case m.closedDone() && nowMono-m.last >= linger:
+			case m.closedDone() && since(nowMono, m.last) >= linger:
 				reason := sdk.EndFIN
 				if m.closed&4 != 0 {
 					reason = sdk.EndRST
 				}
 				l.emit(key, st, &m, clk, true, reason)
 				ended = append(ended, key)
-			case nowMono-m.last >= idle:
+			case since(nowMono, m.last) >= idle:
 				l.emit(key, st, &m, clk, true, sdk.EndIdle)
 				l.timeoutEvent(key, st, &m, clk)
 				ended = append(ended, key)
@@ -209,7 +221,9 @@ func (l *live) scan(final bool) {
 					}
 					st.deadline = nowMono + active
 				}
-				live = append(live, candidate{key, m.last})
+				if evict {
+					live = append(live, candidate{key, m.last})
+				}
 			}
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -222,12 +236,7 @@ func (l *live) scan(final bool) {
 		}
 	}
 	// The kernel found its flow map full: end the flows idle the longest, so new ones find room.
-	full := len(live)+len(ended) >= l.cfg.sdk.MaxFlows*9/10
-	if kc, err := l.k.counters(); err == nil {
-		full = full || kc[kern.CaptureCounterCOUNT_MAP_FULL] > l.lastFull
-		l.lastFull = kc[kern.CaptureCounterCOUNT_MAP_FULL]
-	}
-	if (full || l.evictWant) && !final {
+	if evict {
 		sort.Slice(live, func(i, j int) bool { return live[i].last < live[j].last })
 		target := len(live) - l.cfg.sdk.MaxFlows*8/10
 		for i := 0; i < target && i < len(live); i++ {
@@ -240,12 +249,23 @@ func (l *live) scan(final bool) {
 		}
 	}
 	l.evictWant = false
-	for key := range l.flows {
-		if !seen[key] {
+	for key, st := range l.flows {
+		if st.scanned != gen && st.windowStart == 0 {
+			delete(l.flows, key) // made by a late event for a flow already ended
+		} else if st.scanned != gen && st.scanned != 0 {
 			delete(l.flows, key) // gone from the kernel without a record: only a restart does that
 		}
 	}
 	l.remove(ended)
+}
+
+// since is how long before now the kernel time t was, and 0 for a packet counted after now was
+// read (the map is read while packets keep coming).
+func since(now, t uint64) uint64 {
+	if t >= now {
+		return 0
+	}
+	return now - t
 }
 
 // state finds or makes a flow's user-space state. Called with l.mu held.

@@ -47,6 +47,7 @@ type live struct {
 
 type userCounters struct {
 	records, events, samples, unsubscribed, evicted, attachErrors, scanErrors uint64
+	scans, scanNanos                                                          uint64
 }
 
 func (c *Capture) runLive(ctx context.Context, k *kernel, out sdk.Emitter) error {
@@ -305,6 +306,8 @@ func (l *live) publish() {
 	c["flow_table.evicted"] = l.user.evicted
 	c["attach.errors"] = l.user.attachErrors
 	c["scan.errors"] = l.user.scanErrors
+	c["scan.count"] = l.user.scans
+	c["scan.time_us"] = l.user.scanNanos / 1000
 	c["interfaces.watched"] = uint64(len(l.attached))
 	c["interfaces.not_ethernet"] = uint64(len(l.skipped))
 	c["filter.version"] = uint64(l.writer.Active())

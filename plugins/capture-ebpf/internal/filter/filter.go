@@ -79,16 +79,16 @@ func Compile(subs []sdk.Subscription, ifindex map[string]uint32) *Set {
 			s.AddrAny |= bit
 		}
 		for _, a := range sp.L3 {
-			incl[netip.PrefixFrom(a, a.BitLen())] |= bit
+			incl[canonical(netip.PrefixFrom(a, a.BitLen()))] |= bit
 		}
 		for _, p := range sp.L3Match {
-			incl[p.Masked()] |= bit
+			incl[canonical(p)] |= bit
 		}
 		for _, a := range sp.L3Miss {
-			excl[netip.PrefixFrom(a, a.BitLen())] |= bit
+			excl[canonical(netip.PrefixFrom(a, a.BitLen()))] |= bit
 		}
 		for _, p := range sp.L3MissRange {
-			excl[p.Masked()] |= bit
+			excl[canonical(p)] |= bit
 		}
 		if len(sp.L4) == 0 && len(sp.L4Range) == 0 {
 			s.PortAny |= bit
@@ -120,6 +120,17 @@ func Compile(subs []sdk.Subscription, ifindex map[string]uint32) *Set {
 	closeUnder(incl, s.InclV4, s.InclV6)
 	closeUnder(excl, s.ExclV4, s.ExclV6)
 	return s
+}
+
+// canonical is p as the kernel looks it up: masked, and an IPv4-mapped prefix (::ffff:a.b.c.d/n,
+// n >= 96) as the IPv4 prefix it stands for, since the program looks IPv4-mapped addresses up in
+// the IPv4 tries. The parser hands over this form already; a Spec built in code may not, and the
+// reference matcher reads such a prefix the same way.
+func canonical(p netip.Prefix) netip.Prefix {
+	if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+		p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+	}
+	return p.Masked()
 }
 
 func watches(patterns []string, name string) bool {

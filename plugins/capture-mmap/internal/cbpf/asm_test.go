@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"golang.org/x/net/bpf"
+
+	"github.com/quanyu/quanyu/internal/testframes"
 )
 
 // TestAssemblerLongJumps assembles random programs whose conditional jumps reach far past 255

@@ -108,12 +108,12 @@ func TestPublicCaptures(t *testing.T) {
 				crossCheck(t, frame, meta)
 				for _, a := range []netip.Addr{meta.Src.Unmap(), meta.Dst.Unmap()} {
 					if a.Is4() {
-						tg.v4 = append(tg.v4, a)
+						tg.V4 = append(tg.V4, a)
 					} else {
-						tg.v6 = append(tg.v6, a)
+						tg.V6 = append(tg.V6, a)
 					}
 				}
-				tg.ports = append(tg.ports, meta.SrcPort, meta.DstPort)
+				tg.Ports = append(tg.Ports, meta.SrcPort, meta.DstPort)
 			}
 			for set := range 30 {
 				subs := []sdk.Subscription{g.SubscriptionFrom(tg, "a"), g.SubscriptionFrom(tg, "b")}

@@ -218,12 +218,12 @@ func mustParse(t *testing.T, doc string) []sdk.Subscription {
 
 func tcp4(src, dst string, sport, dport uint16) testframes.Frame {
 	return testframes.Frame{EtherType: 0x0800, Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr(dst),
-		proto: uint8(sdk.TransportTCP), sport: sport, dport: dport}
+		Proto: uint8(sdk.TransportTCP), Sport: sport, Dport: dport}
 }
 
 func ip6(src, dst string, proto sdk.Transport, sport, dport uint16) testframes.Frame {
 	return testframes.Frame{EtherType: 0x86dd, Src: netip.AddrFrom16(netip.MustParseAddr(src).As16()),
-		dst: netip.AddrFrom16(netip.MustParseAddr(dst).As16()), proto: uint8(proto), sport: sport, dport: dport}
+		Dst: netip.AddrFrom16(netip.MustParseAddr(dst).As16()), Proto: uint8(proto), Sport: sport, Dport: dport}
 }
 
 func with(f testframes.Frame, change func(*testframes.Frame)) testframes.Frame {
