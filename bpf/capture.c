@@ -547,7 +547,7 @@ static __noinline void send_event(struct __sk_buff *skb, struct state *s, __u8 k
 			count(COUNT_RING_FULL, 1);
 			return;
 		}
-		fill_header(h, kind, s->dir, s->now, subs, &s->key);
+		fill_header(h, kind, s->dir, bpf_ktime_get_ns(), subs, &s->key);
 		h->tcp_flags = p->tcp_flags;
 		h->icmp_type = p->icmp_type;
 		h->icmp_code = p->icmp_code;
@@ -560,7 +560,7 @@ static __noinline void send_event(struct __sk_buff *skb, struct state *s, __u8 k
 		count(COUNT_RING_FULL, 1);
 		return;
 	}
-	fill_header(&e->h, kind, s->dir, s->now, subs, &s->key);
+	fill_header(&e->h, kind, s->dir, bpf_ktime_get_ns(), subs, &s->key);
 	e->h.tcp_flags = p->tcp_flags;
 	e->h.icmp_type = p->icmp_type;
 	e->h.icmp_code = p->icmp_code;
@@ -608,7 +608,7 @@ static __noinline void sample(struct __sk_buff *skb, struct state *s, struct fil
 		count(COUNT_RING_FULL, 1);
 		return;
 	}
-	fill_header(&e->h, EVENT_SAMPLE, dir, s->now, st->subs, &s->key);
+	fill_header(&e->h, EVENT_SAMPLE, dir, bpf_ktime_get_ns(), st->subs, &s->key);
 	e->h.seq = p->seq;
 	e->h.wire_len = p->payload_len;
 	// The verifier wants the length provably within 1..SAMPLE_BYTES in the register passed;
@@ -645,15 +645,20 @@ static __always_inline void report_full(__u64 now) {
 SEC("tc")
 int quanyu_capture(struct __sk_buff *skb) {
 	count(COUNT_PACKETS, 1);
-	// Headers must be in the linear part of the skb for direct access; most drivers put them
-	// there, and pulling the first bytes fixes the others.
-	__u32 want = skb->len < 256 ? skb->len : 256;
-	if ((__u32)(skb->data_end - skb->data) < want)
-		bpf_skb_pull_data(skb, want);
-
 	struct state s = {};
 	struct packet *pp = &s.p;
-	switch (parse(skb, pp)) {
+	int parsed = parse(skb, pp);
+	if (parsed == PARSE_ERROR && skb->data_end - skb->data < skb->len) {
+		// The headers run past the skb's linear part (some drivers, some tunnels): pull them in
+		// and parse again. Pulling is not done up front, since it can copy the packet (a TCP
+		// segment the stack keeps for retransmission is shared) and most packets do not need it.
+		__u32 want = skb->len < 192 ? skb->len : 192;
+		if (bpf_skb_pull_data(skb, want) == 0) {
+			__builtin_memset(pp, 0, sizeof(*pp));
+			parsed = parse(skb, pp);
+		}
+	}
+	switch (parsed) {
 	case PARSE_OK:
 		break;
 	case PARSE_ARP:
@@ -689,7 +694,10 @@ int quanyu_capture(struct __sk_buff *skb) {
 	key->ifindex = skb->ifindex;
 	key->proto = pp->proto;
 	__u8 dir = s.dir;
-	s.now = bpf_ktime_get_ns();
+	// Every packet stamps the flow's last time with the coarse clock (a few nanoseconds, tick
+	// resolution: plenty for timeouts); the fine clock is read only where precision matters, the
+	// flow's first packet, the handshake and events.
+	s.now = bpf_ktime_get_coarse_ns();
 	__u64 now = s.now;
 	struct filter_set *set = NULL;
 	struct flow_stats *st = bpf_map_lookup_elem(&flows, key);
@@ -721,8 +729,9 @@ int quanyu_capture(struct __sk_buff *skb) {
 	}
 	count(COUNT_ACCOUNTED, 1);
 
-	if (st->first_ns == 0) {
-		st->first_ns = now;
+	__u8 d = dir & 1;
+	if (st->packets[0] + st->packets[1] == 0) { // this CPU's first packet of the flow
+		st->first_ns = bpf_ktime_get_ns();
 		st->first_dir = dir;
 		st->icmp_type = pp->icmp_type;
 		st->icmp_code = pp->icmp_code;
@@ -732,41 +741,54 @@ int quanyu_capture(struct __sk_buff *skb) {
 		if (pp->ports_unknown)
 			st->fragmented = 1;
 	}
-	if (dir == 0) {
-		__builtin_memcpy(st->mac_a, pp->src_mac, 6);
-		__builtin_memcpy(st->mac_b, pp->dst_mac, 6);
-	} else {
-		__builtin_memcpy(st->mac_b, pp->src_mac, 6);
-		__builtin_memcpy(st->mac_a, pp->dst_mac, 6);
+	__u8 mac_bit = d ? SEEN_MAC_B : SEEN_MAC_A;
+	if (!(st->seen & mac_bit)) {
+		if (d == 0) {
+			__builtin_memcpy(st->mac_a, pp->src_mac, 6);
+			__builtin_memcpy(st->mac_b, pp->dst_mac, 6);
+		} else {
+			__builtin_memcpy(st->mac_b, pp->src_mac, 6);
+			__builtin_memcpy(st->mac_a, pp->dst_mac, 6);
+		}
+		st->seen |= mac_bit;
 	}
 	st->last_ns = now;
-	struct flow_dir *d = &st->dir[dir & 1];
-	d->packets++;
-	d->bytes += pp->ip_bytes;
+	st->packets[d]++;
+	st->bytes[d] += pp->ip_bytes;
 
 	if (pp->proto == IPPROTO_TCP_ && !pp->frag_later) {
 		__u8 f = pp->tcp_flags;
-		d->flags |= f;
-		if ((f & (TCP_SYN | TCP_ACK)) == TCP_SYN && st->syn_ns == 0) {
-			st->syn_ns = now;
+		st->flags[d] |= f;
+		if ((f & (TCP_SYN | TCP_ACK)) == TCP_SYN && !(st->seen & SEEN_SYN)) {
+			st->syn_ns = bpf_ktime_get_ns();
 			st->syn_dir = dir + 1;
+			st->seen |= SEEN_SYN;
 		}
-		if ((f & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK) && st->synack_ns == 0) {
-			st->synack_ns = now;
+		if ((f & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK) && !(st->seen & SEEN_SYNACK)) {
+			st->synack_ns = bpf_ktime_get_ns();
 			st->synack_dir = dir + 1;
+			st->seen |= SEEN_SYNACK;
 		}
-		if ((f & (TCP_SYN | TCP_ACK)) == TCP_ACK && d->ack_ns == 0)
-			d->ack_ns = now;
+		__u8 ack_bit = d ? SEEN_ACK_B : SEEN_ACK_A;
+		if ((f & (TCP_SYN | TCP_ACK)) == TCP_ACK && !(st->seen & ack_bit)) {
+			st->ack_ns[d] = bpf_ktime_get_ns();
+			st->seen |= ack_bit;
+		}
 		// A segment is a retransmission when all its bytes were already seen this way.
 		__u32 end = pp->seq + pp->payload_len + ((f & TCP_SYN) ? 1 : 0) + ((f & TCP_FIN) ? 1 : 0);
-		if (d->seq_valid && pp->payload_len > 0 && (__s32)(end - d->seq_end) <= 0)
-			st->retrans++;
-		if (!d->seq_valid || (__s32)(end - d->seq_end) > 0) {
-			d->seq_end = end;
-			d->seq_valid = 1;
+		__u8 seq_bit = d ? SEEN_SEQ_B : SEEN_SEQ_A;
+		if (st->seen & seq_bit) {
+			__s32 ahead = (__s32)(end - st->seq_end[d]);
+			if (pp->payload_len > 0 && ahead <= 0)
+				st->retrans++;
+			if (ahead > 0)
+				st->seq_end[d] = end;
+		} else {
+			st->seq_end[d] = end;
+			st->seen |= seq_bit;
 		}
 		if (f & (TCP_FIN | TCP_RST)) {
-			__u8 bit = (f & TCP_RST) ? CLOSED_RST : (dir ? CLOSED_FIN_B : CLOSED_FIN_A);
+			__u8 bit = (f & TCP_RST) ? CLOSED_RST : (d ? CLOSED_FIN_B : CLOSED_FIN_A);
 			if (!(st->closed & bit)) {
 				st->closed |= bit;
 				if (set == NULL) {
@@ -782,14 +804,17 @@ int quanyu_capture(struct __sk_buff *skb) {
 	}
 
 	if (pp->payload_len > 0) {
-		if (set == NULL) {
-			__u32 zero = 0;
-			struct capture_config *cfg = bpf_map_lookup_elem(&config, &zero);
-			__u32 v = cfg ? cfg->active & 1 : 0;
-			set = bpf_map_lookup_elem(&sets, &v);
+		// Only sets with L7 subscriptions sample; the config says so without a lookup of the set.
+		__u32 zero = 0;
+		struct capture_config *cfg = bpf_map_lookup_elem(&config, &zero);
+		if (cfg && cfg->sampling) {
+			if (set == NULL) {
+				__u32 v = cfg->active & 1;
+				set = bpf_map_lookup_elem(&sets, &v);
+			}
+			if (set && set->l7)
+				sample(skb, &s, set);
 		}
-		if (set && set->l7)
-			sample(skb, &s, set);
 	}
 	return TC_ACT_UNSPEC;
 }

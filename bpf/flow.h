@@ -28,40 +28,47 @@ struct flow_key {
 	__u8 pad[7];
 };
 
-// One direction of a conversation, as seen by one CPU.
-struct flow_dir {
-	__u64 packets;
-	__u64 bytes;    // IP bytes: IP header included, link header excluded
-	__u64 ack_ns;   // first pure ACK (ACK without SYN) sent this way, for the handshake RTT
-	__u32 seq_end;  // highest TCP sequence end seen (seq + payload + SYN/FIN), valid if seq_valid
-	__u8 flags;     // TCP flags seen this way
-	__u8 seq_valid;
-	__u8 pad[2];
-};
-
 // What one CPU saw of a conversation: the flow map is per-CPU, so packets never contend for a
-// value; user space sums the CPUs' values (and takes the earliest and latest times).
+// value; user space sums the CPUs' values (and takes the earliest and latest times). The first
+// 64 bytes are what every packet touches; the rest only the first packet each way and the TCP
+// handshake, so a packet of an established flow reads and writes one cache line of the value.
 struct flow_stats {
-	__u64 first_ns;  // monotonic clock (bpf_ktime_get_ns)
-	__u64 last_ns;
-	__u64 syn_ns;    // first SYN without ACK
-	__u64 synack_ns; // first SYN with ACK
-	__u64 subs;      // subscriptions the flow matched when it was created (on the creating CPU)
-	struct flow_dir dir[2]; // [0] packets from a, [1] from b
-	__u32 retrans;   // TCP segments carrying only bytes already seen that way
-	__u16 vlan[2];   // outer first
+	// hot
+	__u64 last_ns;     // monotonic clock, coarse (bpf_ktime_get_coarse_ns: tick resolution)
+	__u64 packets[2];  // [0] packets from a, [1] from b
+	__u64 bytes[2];    // IP bytes: IP header included, link header excluded
+	__u32 seq_end[2];  // highest TCP sequence end seen each way (seq + payload + SYN/FIN)
+	__u32 retrans;     // TCP segments carrying only bytes already seen that way
+	__u8 flags[2];     // TCP flags seen each way
+	__u8 seen;         // SEEN_* bits: what the cold part already holds
+	__u8 closed;       // CLOSED_* bits
+	// cold
+	__u64 first_ns;    // monotonic clock, fine (bpf_ktime_get_ns), as are the times below
+	__u64 syn_ns;      // first SYN without ACK
+	__u64 synack_ns;   // first SYN with ACK
+	__u64 ack_ns[2];   // first pure ACK (ACK without SYN) each way, for the handshake RTT
+	__u64 subs;        // subscriptions the flow matched when it was created (on the creating CPU)
+	__u16 vlan[2];     // outer first
 	__u8 mac_a[6];
 	__u8 mac_b[6];
-	__u8 first_dir;  // direction of this CPU's first packet (0: from a)
-	__u8 syn_dir;    // 0: none, 1: SYN sent by a, 2: by b
-	__u8 synack_dir; // likewise for the SYN-ACK
-	__u8 closed;     // CLOSED_* bits
+	__u8 first_dir;    // direction of this CPU's first packet (0: from a)
+	__u8 syn_dir;      // 0: none, 1: SYN sent by a, 2: by b
+	__u8 synack_dir;   // likewise for the SYN-ACK
 	__u8 nvlan;
-	__u8 icmp_type;  // of this CPU's first packet (ICMP flows: Community ID)
+	__u8 icmp_type;    // of this CPU's first packet (ICMP flows: Community ID)
 	__u8 icmp_code;
-	__u8 fragmented; // 1: a non-first fragment of this flow had no first fragment (ports 0)
-	__u8 pad[4];
+	__u8 fragmented;   // 1: a non-first fragment of this flow had no first fragment (ports 0)
+	__u8 pad[1];
 };
+
+#define SEEN_MAC_A 0x01
+#define SEEN_MAC_B 0x02
+#define SEEN_SYN 0x04
+#define SEEN_SYNACK 0x08
+#define SEEN_ACK_A 0x10
+#define SEEN_ACK_B 0x20
+#define SEEN_SEQ_A 0x40
+#define SEEN_SEQ_B 0x80
 
 #define CLOSED_FIN_A 1
 #define CLOSED_FIN_B 2
@@ -78,8 +85,8 @@ struct filter_set {
 };
 
 struct capture_config {
-	__u32 active; // the filter version in force, 0 or 1
-	__u32 pad;
+	__u32 active;   // the filter version in force, 0 or 1
+	__u32 sampling; // 1 when the active version has L7 subscriptions: payload is sampled
 };
 
 struct lpm_v4_key {

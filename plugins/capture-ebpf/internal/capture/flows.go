@@ -61,11 +61,10 @@ func minNonZero(a, b uint64) uint64 {
 }
 
 func (m *merged) merge(vals []kern.CaptureFlowStats) {
-	*m = merged{}
-	var zeroMAC [6]byte
+	*m = merged{vlan: m.vlan[:0]}
 	for i := range vals {
 		v := &vals[i]
-		if v.FirstNs == 0 {
+		if v.Packets[0]+v.Packets[1] == 0 {
 			continue // this CPU saw none of the flow
 		}
 		if m.first == 0 || v.FirstNs < m.first {
@@ -84,20 +83,23 @@ func (m *merged) merge(vals []kern.CaptureFlowStats) {
 			m.synack, m.synackDir = v.SynackNs, v.SynackDir
 		}
 		for d := range 2 {
-			m.counts[d].Packets += v.Dir[d].Packets
-			m.counts[d].IPBytes += v.Dir[d].Bytes
-			m.ack[d] = minNonZero(m.ack[d], v.Dir[d].AckNs)
-			m.flags |= v.Dir[d].Flags
+			m.counts[d].Packets += v.Packets[d]
+			m.counts[d].IPBytes += v.Bytes[d]
+			m.ack[d] = minNonZero(m.ack[d], v.AckNs[d])
+			m.flags |= v.Flags[d]
 		}
 		m.retrans += v.Retrans
 		m.closed |= v.Closed
 		m.subs |= v.Subs
 		m.fragmented = m.fragmented || v.Fragmented != 0
-		if v.MacA != zeroMAC {
-			m.macA = v.MacA
-		}
-		if v.MacB != zeroMAC {
-			m.macB = v.MacB
+		if v.Seen&0x01 != 0 || v.Seen&0x02 != 0 {
+			// Either side's first packet on this CPU set both addresses.
+			if m.macA == ([6]byte{}) {
+				m.macA = v.MacA
+			}
+			if m.macB == ([6]byte{}) {
+				m.macB = v.MacB
+			}
 		}
 	}
 }
@@ -306,7 +308,9 @@ func (l *live) emit(key kern.CaptureFlowKey, st *flowState, m *merged, clk clock
 	}
 	rec := sdk.Flow{
 		NIC: l.ifnames[key.Ifindex], IfIndex: int(key.Ifindex),
-		Start: clk.at(max(st.windowStart, m.first)), End: clk.at(m.last),
+		// The last time is from the kernel's coarse clock, the first from its fine one: a short
+		// flow's last can read a tick before its first.
+		Start: clk.at(max(st.windowStart, m.first)), End: clk.at(max(m.last, m.first)),
 		Transport: sdk.Transport(key.Proto), Client: client, Server: server,
 		ClientToServer: delta[ci], ServerToClient: delta[si],
 		TCPFlags:      sdk.TCPFlags(m.flags),

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 
@@ -957,8 +958,28 @@ func BenchmarkProgram(b *testing.B) {
 			s1 := progStats(b, prog)
 			b.ReportMetric(float64(d.Nanoseconds()), "repeat-testrun-ns/pkt")
 			b.ReportMetric(float64(s1.Runtime-s0.Runtime)/float64(s1.RunCount-s0.RunCount), "repeat-prog-ns/pkt")
+			// What the statistics themselves add: a program that only returns, timed the same way.
+			b.ReportMetric(emptyProgramNs(b, frame), "empty-prog-ns/pkt")
 		})
 	}
+}
+
+// emptyProgramNs is the run time the kernel's statistics give a TC program that does nothing:
+// the cost of the accounting (two clock reads around every run), which every figure includes.
+func emptyProgramNs(b *testing.B, frame []byte) float64 {
+	b.Helper()
+	empty, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SchedCLS, License: "Dual MIT/GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, -1), asm.Return()}})
+	if err != nil {
+		b.Fatalf("loading an empty program: %v", err)
+	}
+	defer empty.Close()
+	s0 := progStats(b, empty)
+	if _, _, err := empty.Benchmark(frame, 10000, nil); err != nil {
+		b.Fatal(err)
+	}
+	s1 := progStats(b, empty)
+	return float64(s1.Runtime-s0.Runtime) / float64(s1.RunCount-s0.RunCount)
 }
 
 func progStats(b *testing.B, p *ebpf.Program) *ebpf.ProgramStats {

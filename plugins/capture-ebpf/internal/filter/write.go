@@ -65,7 +65,11 @@ func (w *Writer) Swap(s *Set) error {
 		return fmt.Errorf("writing filter version %d: %w", next, err)
 	}
 	zero := uint32(0)
-	if err := w.m.Config.Put(zero, kern.CaptureCaptureConfig{Active: next}); err != nil {
+	sampling := uint32(0)
+	if s.L7 != 0 {
+		sampling = 1
+	}
+	if err := w.m.Config.Put(zero, kern.CaptureCaptureConfig{Active: next, Sampling: sampling}); err != nil {
 		return fmt.Errorf("switching to filter version %d: %w", next, err)
 	}
 	old := w.active

@@ -14,9 +14,9 @@ import (
 )
 
 type CaptureCaptureConfig struct {
-	_      structs.HostLayout
-	Active uint32
-	Pad    uint32
+	_        structs.HostLayout
+	Active   uint32
+	Sampling uint32
 }
 
 type CaptureCounter uint32
@@ -78,17 +78,6 @@ type CaptureFilterSet struct {
 	Pad          uint32
 }
 
-type CaptureFlowDir struct {
-	_        structs.HostLayout
-	Packets  uint64
-	Bytes    uint64
-	AckNs    uint64
-	SeqEnd   uint32
-	Flags    uint8
-	SeqValid uint8
-	Pad      [2]uint8
-}
-
 type CaptureFlowKey struct {
 	_       structs.HostLayout
 	AddrA   [4]uint32
@@ -102,25 +91,30 @@ type CaptureFlowKey struct {
 
 type CaptureFlowStats struct {
 	_          structs.HostLayout
-	FirstNs    uint64
 	LastNs     uint64
+	Packets    [2]uint64
+	Bytes      [2]uint64
+	SeqEnd     [2]uint32
+	Retrans    uint32
+	Flags      [2]uint8
+	Seen       uint8
+	Closed     uint8
+	FirstNs    uint64
 	SynNs      uint64
 	SynackNs   uint64
+	AckNs      [2]uint64
 	Subs       uint64
-	Dir        [2]CaptureFlowDir
-	Retrans    uint32
 	Vlan       [2]uint16
 	MacA       [6]uint8
 	MacB       [6]uint8
 	FirstDir   uint8
 	SynDir     uint8
 	SynackDir  uint8
-	Closed     uint8
 	Nvlan      uint8
 	IcmpType   uint8
 	IcmpCode   uint8
 	Fragmented uint8
-	Pad        [4]uint8
+	Pad        [1]uint8
 }
 
 type CaptureFragKey struct {
