@@ -365,3 +365,104 @@ func TestSubscriptionSwapUnderTraffic(t *testing.T) {
 	}
 	t.Logf("%d swaps; conversations:\n%s", swaps, buf2.String())
 }
+
+// Flow events from the kernel (start, end) carry the first bytes of the headers when the
+// subscription asks for frames; flows an L7 subscription covers send payload samples.
+func TestEBPFEventsWithFrames(t *testing.T) {
+	l := newLab(t)
+	sub := filepath.Join(t.TempDir(), "sub.json")
+	if err := os.WriteFile(sub, []byte(`{"id":"frames","options":{"frames":true},"spec":{"L7":["HTTP"],"L4":["8088"]}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	agent := startAgent(t, l.a, l.la.Name, "--capture", "ebpf", "--subscription", sub)
+	tr := traffic{udpPort: 9999, udpDatagrams: 1, udpPayload: 1, tcpPorts: []int{8088}, connsPerPort: 2,
+		requestBytes: 100, responseBytes: 300}
+	tr.send(t, l)
+	time.Sleep(300 * time.Millisecond)
+	_ = agent.cmd.Process.Signal(syscall.SIGTERM)
+	if err := agent.cmd.Wait(); err != nil {
+		t.Fatalf("agent: %v\n%s", err, agent.logText())
+	}
+	var starts, ends int
+	var stats map[string]uint64
+	for _, line := range strings.Split(strings.TrimSpace(agent.out.String()), "\n") {
+		var rec struct {
+			Type     string             `json:"type"`
+			Kind     string             `json:"kind"`
+			Source   string             `json:"source"`
+			Client   struct{ Port int } `json:"client"`
+			Server   struct{ Port int } `json:"server"`
+			L3       []byte             `json:"l3_frame"`
+			L4       []byte             `json:"l4_frame"`
+			Subs     []string           `json:"subscriptions"`
+			Counters map[string]uint64  `json:"counters"`
+		}
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case rec.Type == "stats" && rec.Source == "capture-ebpf":
+			stats = rec.Counters
+		case rec.Type != "event":
+			continue
+		case rec.Server.Port != 8088:
+			t.Errorf("an event for a conversation the subscription leaves out: %s", line)
+		case rec.Kind == sdk.EventStart:
+			starts++
+			// The first packet is the client's SYN: an IPv4 header from a to b, then TCP.
+			if len(rec.L3) < 20 || rec.L3[0]>>4 != 4 || !bytes.Equal(rec.L3[12:16], l.ipA.AsSlice()) ||
+				!bytes.Equal(rec.L3[16:20], l.ipB.AsSlice()) || len(rec.L4) < 20 || rec.L4[13]&0x02 == 0 {
+				t.Errorf("start event frames are not the SYN's headers: %x / %x", rec.L3, rec.L4)
+			}
+			if len(rec.Subs) != 1 || rec.Subs[0] != "frames" {
+				t.Errorf("start event subscriptions %v", rec.Subs)
+			}
+		case rec.Kind == sdk.EventEnd:
+			ends++
+		}
+	}
+	if starts != 2 || ends != 2 {
+		t.Errorf("%d start and %d end events for 2 connections", starts, ends)
+	}
+	// Each connection's 100-byte request and 300-byte response were sampled for the decoders.
+	if stats["samples.kernel"] < 4 || stats["sample_bytes"] != 2*(100+300) {
+		t.Errorf("payload samples: %d samples, %d bytes; want 2×(100+300) bytes", stats["samples.kernel"], stats["sample_bytes"])
+	}
+}
+
+// Where TCX is missing the program is attached with TC clsact (forced here); the filters go
+// when the capture stops.
+func TestEBPFAttachWithTC(t *testing.T) {
+	l := newLab(t)
+	cfg := filepath.Join(t.TempDir(), "agent.yaml")
+	if err := os.WriteFile(cfg, []byte("plugins:\n  capture-ebpf:\n    attach: tc\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	agent := startAgent(t, l.a, l.la.Name, "--capture", "ebpf", "--config", cfg)
+	if agent.logLines("msg=capturing", "attach=tc") != 1 {
+		t.Fatalf("not attached with TC:\n%s", agent.logText())
+	}
+	for _, dir := range []string{"ingress", "egress"} {
+		if out := l.a.Exec(t, "tc", "filter", "show", "dev", l.la.Name, dir); !strings.Contains(out, "quanyu_capture") {
+			t.Fatalf("no quanyu_capture filter on %s %s:\n%s", l.la.Name, dir, out)
+		}
+	}
+	tr := traffic{udpPort: 5000, udpDatagrams: 9, udpPayload: 50, tcpPorts: []int{5001}, connsPerPort: 1,
+		requestBytes: 10, responseBytes: 10}
+	tr.send(t, l)
+	recs := agent.stop(t)
+	convs := conversations(recs.flows)
+	if len(convs) != 2 {
+		t.Errorf("%d conversations, want 2", len(convs))
+	}
+	for k, c := range convs {
+		if c.transport == sdk.TransportUDP && c.c2s.Packets != 9 {
+			t.Errorf("%s: %+v", k, c.c2s)
+		}
+	}
+	for _, dir := range []string{"ingress", "egress"} {
+		if out := l.a.Exec(t, "tc", "filter", "show", "dev", l.la.Name, dir); strings.Contains(out, "quanyu_capture") {
+			t.Errorf("a quanyu_capture filter is left on %s %s after the agent stopped:\n%s", l.la.Name, dir, out)
+		}
+	}
+}

@@ -52,6 +52,9 @@ type Pipeline struct {
 
 	batchesIn atomic.Uint64
 	recordsIn atomic.Uint64
+	// samplesNoDecoder counts payload samples that arrived with no decoder to take them (a
+	// subscription asked for L7, but no decoder plugin runs); they go no further.
+	samplesNoDecoder atomic.Uint64
 }
 
 type sinkStage struct {
@@ -114,6 +117,14 @@ func (p *Pipeline) Emit(ctx context.Context, b *sdk.Batch) error {
 	}
 	if p.opts.Enrich != nil {
 		p.opts.Enrich(b)
+	}
+	if n := len(b.Samples); n > 0 {
+		// Samples are for decoders, not sinks; with no decoder stage they stop here, counted.
+		p.samplesNoDecoder.Add(uint64(n))
+		b.Samples = nil
+		if b.Len() == 0 && len(b.Stats) == 0 && b.Inventory == nil {
+			return nil
+		}
 	}
 	p.batchesIn.Add(1)
 	p.recordsIn.Add(uint64(b.Len()))
@@ -209,6 +220,7 @@ func (p *Pipeline) Counters() map[string]uint64 {
 	c := map[string]uint64{
 		"pipeline.batches_in": p.batchesIn.Load(),
 		"pipeline.records_in": p.recordsIn.Load(),
+		"pipeline.drop.samples_no_decoder": p.samplesNoDecoder.Load(),
 	}
 	for _, s := range p.sinks {
 		prefix := "sink." + s.name + "."

@@ -182,3 +182,23 @@ func TestWriteRetriedOnRestartedSink(t *testing.T) {
 		t.Fatalf("fresh sink wrote %d, counters %v", fresh.count(), c)
 	}
 }
+
+// Payload samples are for decoders: with none, they are counted and go no further.
+func TestSamplesWithoutDecoderCounted(t *testing.T) {
+	s := &fakeSink{}
+	p := New(Options{QueueBatches: 4}, map[string]SinkHandle{"s": newHandle(s)})
+	p.Start()
+	if err := p.Emit(context.Background(), &sdk.Batch{Samples: make([]sdk.Sample, 3), Flows: make([]sdk.Flow, 2)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Emit(context.Background(), &sdk.Batch{Samples: make([]sdk.Sample, 4)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c := p.Counters()
+	if c["pipeline.drop.samples_no_decoder"] != 7 || s.count() != 2 || c["sink.s.batches_written"] != 1 {
+		t.Fatalf("counters %v, sink got %d records", c, s.count())
+	}
+}
