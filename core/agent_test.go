@@ -29,6 +29,12 @@ func TestMain(m *testing.M) {
 // out end as "unsubscribed" and are not recorded again, the others carry the new id; a set the
 // host cannot apply is refused and the previous one stays.
 func TestAgentSwapsSubscriptionsLive(t *testing.T) {
+	for _, backend := range []string{"mmap", "ebpf"} {
+		t.Run(backend, func(t *testing.T) { testSwap(t, backend) })
+	}
+}
+
+func testSwap(t *testing.T, backend string) {
 	testnet.RequireRoot(t)
 	bins := testbin.Build(t)
 	b := testnet.NewNS(t, "swap")
@@ -40,6 +46,7 @@ func TestAgentSwapsSubscriptionsLive(t *testing.T) {
 	cfg := Default()
 	cfg.PluginDir = filepath.Join(bins, "plugins")
 	cfg.Capture.Interfaces = []string{la.Name}
+	cfg.Capture.Backend = backend
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)

@@ -218,8 +218,8 @@ func (p *Pipeline) Close(ctx context.Context) error {
 // Counters are the pipeline's cumulative counters.
 func (p *Pipeline) Counters() map[string]uint64 {
 	c := map[string]uint64{
-		"pipeline.batches_in": p.batchesIn.Load(),
-		"pipeline.records_in": p.recordsIn.Load(),
+		"pipeline.batches_in":              p.batchesIn.Load(),
+		"pipeline.records_in":              p.recordsIn.Load(),
 		"pipeline.drop.samples_no_decoder": p.samplesNoDecoder.Load(),
 	}
 	for _, s := range p.sinks {

@@ -287,8 +287,15 @@ func (l *live) state(key kern.CaptureFlowKey, m *merged) *flowState {
 	return st
 }
 
-// emit sends a flow record with the counts since the previous one. Called with l.mu held.
+// emit sends a flow record with the counts since the previous one, tagged with the flow's
+// subscriptions. Called with l.mu held.
 func (l *live) emit(key kern.CaptureFlowKey, st *flowState, m *merged, clk clock, final bool, reason string) {
+	l.emitAs(key, st, m, clk, final, reason, l.matcher.IDs(st.mask))
+}
+
+// emitAs is emit with the subscription ids given: a flow a new set leaves out is reported with
+// the ids it had.
+func (l *live) emitAs(key kern.CaptureFlowKey, st *flowState, m *merged, clk clock, final bool, reason string, ids []string) {
 	a := sdk.Endpoint{Addr: addrOf(key.AddrA), Port: key.PortA}
 	b := sdk.Endpoint{Addr: addrOf(key.AddrB), Port: key.PortB}
 	delta := [2]sdk.Counts{
@@ -318,7 +325,7 @@ func (l *live) emit(key kern.CaptureFlowKey, st *flowState, m *merged, clk clock
 		ClientMAC:     net.HardwareAddr(append([]byte(nil), macC[:]...)),
 		ServerMAC:     net.HardwareAddr(append([]byte(nil), macS[:]...)),
 		CommunityID:   st.cid,
-		Subscriptions: l.matcher.IDs(st.mask),
+		Subscriptions: ids,
 		Final:         final,
 		EndReason:     reason,
 	}

@@ -165,8 +165,9 @@ func (l *live) sync(cfg *config) error {
 			return fmt.Errorf("writing the subscriptions into the kernel: %w", err)
 		}
 		l.cfg, l.matcherGen, l.agentNames = cfg, cfg.gen, agentNames
+		old := l.matcher
 		l.matcher = sdk.NewMatcher(subs)
-		l.rematch()
+		l.rematch(old)
 	case !slices.Equal(agentNames, l.agentNames) || len(index) != len(l.ifnames):
 		set := filter.Compile(subs, index)
 		if err := l.writer.UpdateNICs(set.NICs); err != nil {
@@ -220,26 +221,22 @@ func (l *live) sync(cfg *config) error {
 }
 
 // rematch applies a new subscription set to the flows already tracked, as the AF_PACKET capture
-// does: a flow the new set leaves out ends now ("unsubscribed"), the others carry the new ids.
-// Called with l.mu held.
-func (l *live) rematch() {
+// does: a flow the new set leaves out ends now ("unsubscribed", with the ids it had under the old
+// set), the others carry the new ids. Called with l.mu held.
+func (l *live) rematch(old *sdk.Matcher) {
 	clk := now()
 	var gone []kern.CaptureFlowKey
+	var m merged
 	for key, st := range l.flows {
-		st.mask = l.matcher.Match(l.meta(&key, st.fragmented))
-		if st.mask == 0 {
-			gone = append(gone, key)
+		mask := l.matcher.Match(l.meta(&key, st.fragmented))
+		if mask != 0 {
+			st.mask = mask
+			continue
 		}
-	}
-	if len(gone) == 0 {
-		return
-	}
-	for _, key := range gone {
-		st := l.flows[key]
-		var m merged
-		if l.lookup(key, &m) {
-			l.emit(key, st, &m, clk, true, sdk.EndUnsubscribed)
+		if old != nil && l.lookup(key, &m) {
+			l.emitAs(key, st, &m, clk, true, sdk.EndUnsubscribed, old.IDs(st.mask))
 		}
+		gone = append(gone, key)
 	}
 	l.remove(gone)
 }
