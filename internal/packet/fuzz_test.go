@@ -2,6 +2,7 @@ package packet
 
 import (
 	"encoding/binary"
+	"github.com/quanyu/quanyu/internal/testpcap"
 	"testing"
 
 	"github.com/gopacket/gopacket"
@@ -12,8 +13,8 @@ import (
 // lie inside the frame, IP lengths must agree with the header, and a Packet that decoded
 // something else before must give the same answer as a fresh one.
 func FuzzDecode(f *testing.F) {
-	for _, path := range pcapFiles(f) {
-		frames := readFrames(f, path)
+	for _, path := range testpcap.Files(f) {
+		frames := testpcap.Data(f, path)
 		for i, frame := range frames {
 			// Every frame of the small captures, a sample of the larger ones.
 			if len(frames) < 64 || i%16 == 0 {

@@ -2,6 +2,7 @@ package packet
 
 import (
 	"encoding/binary"
+	"github.com/quanyu/quanyu/internal/testpcap"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -454,10 +455,10 @@ func TestErrorNames(t *testing.T) {
 // TestAgainstGopacket decodes every frame of the shared pcaps with both this parser and
 // gopacket's layer decoders, an independent implementation, and compares what both read.
 func TestAgainstGopacket(t *testing.T) {
-	for _, path := range pcapFiles(t) {
+	for _, path := range testpcap.Files(t) {
 		t.Run(filepath.Base(path), func(t *testing.T) {
 			var p Packet
-			for i, frame := range readFrames(t, path) {
+			for i, frame := range testpcap.Data(t, path) {
 				r := p.Decode(frame, NoVLAN)
 				checkInvariants(t, &p, frame)
 				g := gopacket.NewPacket(frame, layers.LayerTypeEthernet, gopacket.DecodeOptions{Lazy: false, NoCopy: true})

@@ -5,6 +5,9 @@
 package nicscope
 
 import (
+	"fmt"
+	"log/slog"
+	"net"
 	"os"
 	"path"
 	"slices"
@@ -81,4 +84,48 @@ func HasEthernetHeader(name string) bool {
 		return true
 	}
 	return false
+}
+
+// Host is this host's interfaces as a capture sees them.
+type Host struct {
+	Names []string
+	Index map[string]uint32
+	Up    map[string]bool
+}
+
+// ReadHost lists the interfaces of the capture's network namespace.
+func ReadHost() (Host, error) {
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return Host{}, fmt.Errorf("listing interfaces: %w", err)
+	}
+	h := Host{Names: make([]string, len(ifaces)), Index: map[string]uint32{}, Up: map[string]bool{}}
+	for i, ifc := range ifaces {
+		h.Names[i] = ifc.Name
+		h.Index[ifc.Name] = uint32(ifc.Index)
+		h.Up[ifc.Name] = ifc.Flags&net.FlagUp != 0
+	}
+	return h, nil
+}
+
+// Watch picks the interfaces to capture on: watched by one of the scoped subscriptions, up (a
+// down interface carries nothing, and its socket or hook is set up when a later look finds it
+// up), and with an Ethernet header. An interface left out for want of one is logged once, and
+// remembered in skipped.
+func (h Host) Watch(subs []sdk.Subscription, skipped map[string]bool, log *slog.Logger) map[string]bool {
+	want := map[string]bool{}
+	for _, name := range h.Names {
+		if !WatchedBy(subs, name) || !h.Up[name] {
+			continue
+		}
+		if !HasEthernetHeader(name) {
+			if !skipped[name] {
+				skipped[name] = true
+				log.Warn("interface carries no Ethernet header (a tun or similar device); it is not captured", "nic", name)
+			}
+			continue
+		}
+		want[name] = true
+	}
+	return want
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"sync"
 	"time"
@@ -142,19 +141,12 @@ loop:
 // sync makes the attachments match the interfaces the configuration watches, and the kernel's
 // filter match the subscriptions (a new generation) or the interfaces (NIC masks).
 func (l *live) sync(cfg *config) error {
-	ifaces, err := net.Interfaces()
+	host, err := nicscope.ReadHost()
 	if err != nil {
-		return fmt.Errorf("listing interfaces: %w", err)
+		return err
 	}
-	names := make([]string, len(ifaces))
-	index := map[string]uint32{}
-	up := map[string]bool{}
-	for i, ifc := range ifaces {
-		names[i] = ifc.Name
-		index[ifc.Name] = uint32(ifc.Index)
-		up[ifc.Name] = ifc.Flags&net.FlagUp != 0
-	}
-	subs, agentNames := nicscope.Scope(&cfg.sdk, names)
+	index := host.Index
+	subs, agentNames := nicscope.Scope(&cfg.sdk, host.Names)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var errs []error
@@ -180,20 +172,7 @@ func (l *live) sync(cfg *config) error {
 	for name, idx := range index {
 		l.ifnames[idx] = name
 	}
-	want := map[string]bool{}
-	for _, name := range names {
-		if !nicscope.WatchedBy(subs, name) || !up[name] {
-			continue
-		}
-		if !nicscope.HasEthernetHeader(name) {
-			if !l.skipped[name] {
-				l.skipped[name] = true
-				l.c.log.Warn("interface carries no Ethernet header (a tun or similar device); it is not captured", "nic", name)
-			}
-			continue
-		}
-		want[name] = true
-	}
+	want := host.Watch(subs, l.skipped, l.c.log)
 	for name, a := range l.attached {
 		if !want[name] || int(index[name]) != a.ifindex {
 			a.detach()

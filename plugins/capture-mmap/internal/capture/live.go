@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -136,17 +135,11 @@ loop:
 // sync makes the set of open sockets match the interfaces the configuration watches, and gives
 // every socket the filter of the current subscriptions.
 func (l *live) sync(cfg *config) error {
-	ifaces, err := net.Interfaces()
+	host, err := nicscope.ReadHost()
 	if err != nil {
-		return fmt.Errorf("listing interfaces: %w", err)
+		return err
 	}
-	names := make([]string, len(ifaces))
-	up := map[string]bool{}
-	for i, ifc := range ifaces {
-		names[i] = ifc.Name
-		up[ifc.Name] = ifc.Flags&net.FlagUp != 0
-	}
-	subs, agentNames := nicscope.Scope(&cfg.sdk, names)
+	subs, agentNames := nicscope.Scope(&cfg.sdk, host.Names)
 	// The table's matcher changes with the subscriptions and with the interfaces the NIC-less
 	// ones cover (a container's veth appearing).
 	if cfg.gen != l.matcherGen || !slices.Equal(agentNames, l.agentNames) {
@@ -161,22 +154,7 @@ func (l *live) sync(cfg *config) error {
 			r.gen = ^uint64(0) // the filters must be recompiled too
 		}
 	}
-	want := map[string]bool{}
-	for _, name := range names {
-		// A down interface carries nothing and its socket reports an error; it is opened when
-		// a rescan finds it up.
-		if !nicscope.WatchedBy(subs, name) || !up[name] {
-			continue
-		}
-		if !nicscope.HasEthernetHeader(name) {
-			if !l.skipped[name] {
-				l.skipped[name] = true
-				l.c.log.Warn("interface carries no Ethernet header (a tun or similar device); it is not captured", "nic", name)
-			}
-			continue
-		}
-		want[name] = true
-	}
+	want := host.Watch(subs, l.skipped, l.c.log)
 	for name, r := range l.readers {
 		if !want[name] || r.failed.Load() {
 			l.stopReader(name)

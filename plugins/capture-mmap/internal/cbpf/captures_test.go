@@ -1,8 +1,8 @@
 package cbpf
 
 import (
-	"errors"
-	"io"
+	"github.com/quanyu/quanyu/internal/testbin"
+	"github.com/quanyu/quanyu/internal/testpcap"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -11,60 +11,19 @@ import (
 	"testing"
 
 	"github.com/gopacket/gopacket/layers"
-	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/quanyu/quanyu/internal/testframes"
 	"github.com/quanyu/quanyu/sdk"
 )
 
-// testdataDir finds the shared test data: ../shared/testdata from the directory holding go.mod.
-func testdataDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	start := dir
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatalf("no go.mod above %s, so no ../shared/testdata to read", start)
-		}
-		dir = parent
-	}
-	td := filepath.Join(dir, "..", "shared", "testdata", "pcaps")
-	if _, err := os.Stat(td); err != nil {
-		t.Fatalf("the shared test captures are missing: looked for %s (%v)", td, err)
-	}
-	return td
-}
-
 func readCapture(t *testing.T, path string) ([][]byte, layers.LinkType) {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
+	frames, lt := testpcap.Read(t, path)
+	out := make([][]byte, len(frames))
+	for i, f := range frames {
+		out[i] = f.Data
 	}
-	defer f.Close()
-	r, err := pcapgo.NewReader(f)
-	if err != nil {
-		t.Fatalf("reading %s: %v", path, err)
-	}
-	var frames [][]byte
-	for {
-		data, _, err := r.ReadPacketData()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("reading %s: %v", path, err)
-		}
-		frames = append(frames, data)
-	}
-	return frames, r.LinkType()
+	return out, lt
 }
 
 // TestPublicCaptures runs the real frames of the shared captures (VLAN and QinQ, IPv4 and IPv6
@@ -72,7 +31,7 @@ func readCapture(t *testing.T, path string) ([][]byte, layers.LinkType) {
 // own addresses and ports, against the reference matcher.
 func TestPublicCaptures(t *testing.T) {
 	seed := testSeed(t)
-	root := testdataDir(t)
+	root := filepath.Join(testbin.SharedTestdata(t), "pcaps")
 	var files []string
 	err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
 		if err == nil && !d.IsDir() && strings.HasSuffix(path, ".pcap") {

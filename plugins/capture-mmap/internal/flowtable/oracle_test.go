@@ -1,6 +1,8 @@
 package flowtable
 
 import (
+	"github.com/quanyu/quanyu/internal/testbin"
+	"github.com/quanyu/quanyu/internal/testpcap"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -21,9 +23,10 @@ func replay(t *testing.T, path string, cfg Config) ([]sdk.Flow, map[string]uint6
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, fr := range readFrames(t, path) {
-		tbl.Tick(fr.ts)
-		tbl.AddFrame(1, "", fr.ts, fr.data, packet.NoVLAN)
+	frames, _ := testpcap.Read(t, path)
+	for _, fr := range frames {
+		tbl.Tick(fr.TS)
+		tbl.AddFrame(1, "", fr.TS, fr.Data, packet.NoVLAN)
 	}
 	tbl.Flush(sdk.EndInput)
 	if tbl.Len() != 0 {
@@ -38,7 +41,7 @@ func matchAll() *sdk.Matcher { return sdk.NewMatcher([]sdk.Subscription{{ID: "al
 // expected/<name>.json (internal/oracle holds the comparison every level of the project uses),
 // and checks that every frame is accounted exactly once.
 func TestOracle(t *testing.T) {
-	td := testdataDir(t)
+	td := testbin.SharedTestdata(t)
 	cases, err := oracle.Cases(td)
 	if err != nil {
 		t.Fatal(err)
@@ -77,7 +80,7 @@ func TestOracle(t *testing.T) {
 // TestOracleCommunityID checks the Community IDs of the three captures whose values Zeek's
 // baselines state (listed in the test data README).
 func TestOracleCommunityID(t *testing.T) {
-	td := testdataDir(t)
+	td := testbin.SharedTestdata(t)
 	readme, err := os.ReadFile(filepath.Join(td, "README.md"))
 	if err != nil {
 		t.Fatalf("reading the test data README: %v", err)
