@@ -31,11 +31,12 @@ test: build ## Run every test (as root, the privileged ones too)
 race: ## Run the tests of the concurrent parts with the race detector
 	$(GO) test -race -count=1 ./sdk/... ./core/... ./plugins/...
 
-GENERATED := sdk/internal/pb plugins/capture-ebpf/internal/kern
+GENERATED := sdk/internal/pb mix/mixpb plugins/capture-ebpf/internal/kern
 
 .PHONY: generate
 generate: ## Regenerate protobuf code and the eBPF object (pinned generators from go.mod; needs clang, libbpf-dev)
 	$(GO) run ./internal/tools/protogen -I sdk/proto -out . quanyu/plugin/v1/plugin.proto
+	$(GO) run ./internal/tools/protogen -I mix/proto -out . quanyu/mix/v1/mix.proto
 	@command -v clang >/dev/null || { echo "make generate needs clang and libbpf-dev for the eBPF program (apt-get install clang llvm libbpf-dev)"; exit 1; }
 	cd plugins/capture-ebpf/internal/kern && $(GO) generate ./...
 

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/quanyu/quanyu/core/internal/inventory"
+	"github.com/quanyu/quanyu/core/internal/mixclient"
 	"github.com/quanyu/quanyu/core/internal/pipeline"
 	"github.com/quanyu/quanyu/core/internal/pluginhost"
 	"github.com/quanyu/quanyu/sdk"
@@ -50,6 +51,7 @@ type Agent struct {
 	fallbackReason string
 	subs           []sdk.Subscription
 	capture        *pluginhost.Plugin
+	mix            *mixclient.Client
 	sinks          map[string]*pluginhost.Plugin
 	pipe           *pipeline.Pipeline
 	started        time.Time
@@ -85,6 +87,11 @@ func NewAgent(cfg Config, opts Options) (*Agent, error) {
 	subs, err := LoadSubscriptions(cfg.Subscription)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Mix.Address != "" && cfg.Subscription == "" {
+		// mix decides what this agent watches: until its first push, nothing. Watching
+		// everything meanwhile would report traffic no one subscribed to.
+		subs = []sdk.Subscription{}
 	}
 	a.subs = subs
 	a.host = &pluginhost.Host{
@@ -264,6 +271,19 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		go func() {
 			defer wg.Done()
 			a.inventoryLoop(bg)
+		}()
+	}
+	if a.live() && a.cfg.Mix.Address != "" {
+		mc := a.mixClient()
+		a.mu.Lock()
+		a.mix = mc
+		a.mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := mc.Run(bg); err != nil {
+				a.log.Error("watching mix", "err", err)
+			}
 		}()
 	}
 
@@ -447,6 +467,14 @@ func (a *Agent) Counters() map[string]uint64 {
 	}
 	if st := a.Status(); st.FallbackReason != "" {
 		c["capture.fallback"] = 1
+	}
+	a.mu.Lock()
+	mc := a.mix
+	a.mu.Unlock()
+	if mc != nil {
+		for k, v := range mc.Counters() {
+			c[k] = v
+		}
 	}
 	for _, p := range a.sinks {
 		c["plugin."+p.Name+".restarts"] = p.Restarts()

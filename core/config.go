@@ -3,21 +3,16 @@ package core
 import (
 	"errors"
 	"fmt"
-	"os"
+	"github.com/quanyu/quanyu/internal/confload"
+	"net"
 	"regexp"
 	"slices"
-	"sort"
 	"strings"
 	"time"
-
-	"github.com/knadh/koanf/parsers/yaml"
-	"github.com/knadh/koanf/providers/confmap"
-	"github.com/knadh/koanf/providers/file"
-	"github.com/knadh/koanf/v2"
 )
 
 // Config is the agent's configuration. It is built in layers, each overriding the one before:
-// Default(), then a YAML file, then QUANYU_* environment variables, then command-line flags. The
+// Default(), then a YAML file, then QUANYU_AGENT_* environment variables, then command-line flags. The
 // reference with every key and its default is testdata/config.yaml, kept equal to Default() by a
 // test.
 type Config struct {
@@ -39,6 +34,33 @@ type Config struct {
 	Plugins map[string]map[string]any `koanf:"plugins"`
 	// PluginChecksums pins plugin binaries by SHA-256 (hex), by plugin name.
 	PluginChecksums map[string]string `koanf:"plugin_checksums"`
+	Identity        IdentityConfig    `koanf:"identity"`
+	Mix             MixConfig         `koanf:"mix"`
+}
+
+// IdentityConfig is how the agent introduces itself to mix.
+type IdentityConfig struct {
+	// ID names the agent to mix; empty means the host name.
+	ID string `koanf:"id"`
+	// Labels are matched by subscription selectors.
+	Labels map[string]string `koanf:"labels"`
+}
+
+// MixConfig points the agent at mix, which then pushes its subscriptions.
+type MixConfig struct {
+	// Address is mix's gRPC address (host:port); empty for none (the agent runs on its
+	// subscription file alone).
+	Address string `koanf:"address"`
+	// Token is the bearer token the agent presents (a token with the agent role).
+	Token string `koanf:"token"`
+	// CA, when set, turns on TLS: the CA file mix's certificate must chain to.
+	CA string `koanf:"ca"`
+	// Cert and Key are the agent's client certificate for mTLS.
+	Cert       string `koanf:"cert"`
+	Key        string `koanf:"key"`
+	ServerName string `koanf:"server_name"`
+	// StatusInterval is how often the agent sends its counters to mix.
+	StatusInterval time.Duration `koanf:"status_interval"`
 }
 
 // LogConfig is the agent's own log.
@@ -102,85 +124,42 @@ func Default() Config {
 		Sinks:           []string{"stdout"},
 		Plugins:         map[string]map[string]any{},
 		PluginChecksums: map[string]string{},
+		Identity:        IdentityConfig{Labels: map[string]string{}},
+		Mix:             MixConfig{StatusInterval: 30 * time.Second},
 	}
 }
 
-// EnvPrefix starts every environment variable the agent reads.
-const EnvPrefix = "QUANYU_"
+// EnvPrefix starts every environment variable the agent reads (mix reads QUANYU_MIX_, the CLI
+// QUANYU_CLI_: each its own, so a typo in one is caught, not taken for another's).
+const EnvPrefix = "QUANYU_AGENT_"
 
-// envIgnored are QUANYU_ variables that belong to something else than the config.
-var envIgnored = []string{"QUANYU_PLUGIN_LOG_LEVEL", "QUANYU_STDOUT_FD"}
+// envIgnored are QUANYU_AGENT_ variables that belong to something else than the config (none
+// yet: plugins are told their settings as QUANYU_PLUGIN_*).
+var envIgnored = []string{}
 
 // LoadOptions are the layers above the defaults.
-type LoadOptions struct {
-	// File is a YAML file; empty for none.
-	File string
-	// Environ is the environment (os.Environ() when nil).
-	Environ []string
-	// Flags are the values of flags the user set, by config key (capture.interfaces → []string{…}).
-	Flags map[string]any
-}
+type LoadOptions = confload.Options
 
 // ConfigError names the key that is wrong and why.
-type ConfigError struct {
-	Key    string
-	Reason string
-}
-
-func (e *ConfigError) Error() string { return "config: " + e.Key + ": " + e.Reason }
+type ConfigError = confload.Error
 
 // Load builds the configuration from its layers and validates it.
 func Load(opts LoadOptions) (Config, error) {
-	k := koanf.New(".")
-	def := Default()
-	if err := k.Load(confmap.Provider(defaultsMap(def), "."), nil); err != nil {
-		return Config{}, fmt.Errorf("loading defaults: %w", err)
-	}
-	known := k.Keys()
-	lists := map[string]bool{}
-	for _, key := range known {
-		if _, ok := k.Get(key).([]string); ok {
-			lists[key] = true
-		}
-	}
-	if opts.File != "" {
-		fk := koanf.New(".")
-		if err := fk.Load(file.Provider(opts.File), yaml.Parser()); err != nil {
-			return Config{}, fmt.Errorf("reading config file %s: %w", opts.File, err)
-		}
-		if err := checkKeys(fk.Keys(), known, opts.File); err != nil {
-			return Config{}, err
-		}
-		if err := k.Merge(fk); err != nil {
-			return Config{}, fmt.Errorf("merging config file %s: %w", opts.File, err)
-		}
-	}
-	environ := opts.Environ
-	if environ == nil {
-		environ = os.Environ()
-	}
-	envKeys, err := envMap(environ, known, lists)
-	if err != nil {
+	spec := confload.Spec{Defaults: defaultsMap(Default()), OpenSections: openSections,
+		EnvPrefix: EnvPrefix, IgnoreEnv: envIgnored}
+	var cfg Config
+	if err := confload.Load(spec, opts, &cfg); err != nil {
 		return Config{}, err
 	}
-	if err := k.Load(confmap.Provider(envKeys, "."), nil); err != nil {
-		return Config{}, fmt.Errorf("loading environment: %w", err)
-	}
-	if len(opts.Flags) > 0 {
-		if err := k.Load(confmap.Provider(opts.Flags, "."), nil); err != nil {
-			return Config{}, fmt.Errorf("loading flags: %w", err)
-		}
-	}
-	var cfg Config
-	if err := k.UnmarshalWithConf("", &cfg, koanf.UnmarshalConf{Tag: "koanf"}); err != nil {
-		return Config{}, fmt.Errorf("decoding configuration: %w", err)
-	}
-	// A list set to empty in a file or flag decodes as nil; keep the documented empty values.
+	// A map set to empty in a file decodes as nil; keep the documented empty values.
 	if cfg.Plugins == nil {
 		cfg.Plugins = map[string]map[string]any{}
 	}
 	if cfg.PluginChecksums == nil {
 		cfg.PluginChecksums = map[string]string{}
+	}
+	if cfg.Identity.Labels == nil {
+		cfg.Identity.Labels = map[string]string{}
 	}
 	if err := cfg.Validate(); err != nil {
 		return Config{}, err
@@ -213,71 +192,20 @@ func defaultsMap(c Config) map[string]any {
 		"sinks":                       c.Sinks,
 		"plugins":                     map[string]any{},
 		"plugin_checksums":            map[string]any{},
+		"identity.id":                 c.Identity.ID,
+		"identity.labels":             map[string]any{},
+		"mix.address":                 c.Mix.Address,
+		"mix.token":                   c.Mix.Token,
+		"mix.ca":                      c.Mix.CA,
+		"mix.cert":                    c.Mix.Cert,
+		"mix.key":                     c.Mix.Key,
+		"mix.server_name":             c.Mix.ServerName,
+		"mix.status_interval":         c.Mix.StatusInterval.String(),
 	}
 }
 
 // openSections are keys under which any sub-key is allowed (per-plugin settings).
-var openSections = []string{"plugins.", "plugin_checksums."}
-
-func checkKeys(keys, known []string, source string) error {
-	for _, key := range keys {
-		if slices.Contains(known, key) {
-			continue
-		}
-		open := false
-		for _, s := range openSections {
-			if strings.HasPrefix(key, s) {
-				open = true
-			}
-		}
-		if !open {
-			return &ConfigError{Key: key, Reason: "unknown key in " + source + " (see the configuration reference in the README)"}
-		}
-	}
-	return nil
-}
-
-// envMap maps QUANYU_CAPTURE_IDLE_TIMEOUT to capture.idle_timeout by matching against the known
-// keys: the key names themselves contain underscores, so the mapping cannot be a plain replace.
-// Lists are comma-separated.
-func envMap(environ []string, known []string, lists map[string]bool) (map[string]any, error) {
-	byEnv := map[string]string{}
-	for _, key := range known {
-		byEnv[EnvPrefix+strings.ToUpper(strings.NewReplacer(".", "_").Replace(key))] = key
-	}
-	out := map[string]any{}
-	for _, kv := range environ {
-		name, value, ok := strings.Cut(kv, "=")
-		if !ok || !strings.HasPrefix(name, EnvPrefix) || slices.Contains(envIgnored, name) {
-			continue
-		}
-		key, ok := byEnv[name]
-		if !ok {
-			return nil, &ConfigError{Key: name, Reason: "unknown environment variable; the known ones are " + strings.Join(sortedKeys(byEnv), ", ")}
-		}
-		if lists[key] {
-			var items []string
-			for _, item := range strings.Split(value, ",") {
-				if item = strings.TrimSpace(item); item != "" {
-					items = append(items, item)
-				}
-			}
-			out[key] = items
-			continue
-		}
-		out[key] = value
-	}
-	return out, nil
-}
-
-func sortedKeys(m map[string]string) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
+var openSections = []string{"plugins.", "plugin_checksums.", "identity.labels."}
 
 var pluginName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,40}$`)
 
@@ -340,6 +268,22 @@ func (c *Config) Validate() error {
 	for i, d := range c.Decoders {
 		if !pluginName.MatchString(d) {
 			bad(fmt.Sprintf("decoders[%d]", i), "%q is not a plugin name (such as http)", d)
+		}
+	}
+	if c.Mix.Address != "" {
+		if _, _, err := net.SplitHostPort(c.Mix.Address); err != nil {
+			bad("mix.address", "%q is not host:port", c.Mix.Address)
+		}
+	}
+	if (c.Mix.Cert == "") != (c.Mix.Key == "") {
+		bad("mix.cert", "a client certificate needs both mix.cert and mix.key")
+	}
+	if c.Mix.StatusInterval < time.Second {
+		bad("mix.status_interval", "%s is under 1s", c.Mix.StatusInterval)
+	}
+	for k, v := range c.Identity.Labels {
+		if k == "" || len(k) > 63 || len(v) > 63 {
+			bad("identity.labels."+k, "label names are 1 to 63 characters and values at most 63")
 		}
 	}
 	for name, sum := range c.PluginChecksums {

@@ -28,7 +28,7 @@ func TestLayersOverrideInOrder(t *testing.T) {
 	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	env := []string{"QUANYU_CAPTURE_IDLE_TIMEOUT=30s", "QUANYU_CAPTURE_INTERFACES=veth0,veth1", "PATH=/bin"}
+	env := []string{"QUANYU_AGENT_CAPTURE_IDLE_TIMEOUT=30s", "QUANYU_AGENT_CAPTURE_INTERFACES=veth0,veth1", "PATH=/bin"}
 	flags := map[string]any{"capture.interfaces": []string{"br0"}}
 	cfg, err := Load(LoadOptions{File: path, Environ: env, Flags: flags})
 	if err != nil {
@@ -75,8 +75,8 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{name: "unknown top key", yaml: "sink: [stdout]\n", wantKey: "sink"},
 		{name: "bad level", yaml: "log:\n  level: loud\n", wantKey: "log.level"},
 		{name: "bad format", flags: map[string]any{"log.format": "xml"}, wantKey: "log.format"},
-		{name: "idle timeout", env: []string{"QUANYU_CAPTURE_IDLE_TIMEOUT=10ms"}, wantKey: "capture.idle_timeout"},
-		{name: "unknown env", env: []string{"QUANYU_CAPTUR_SNAPLEN=100"}, wantKey: "QUANYU_CAPTUR_SNAPLEN"},
+		{name: "idle timeout", env: []string{"QUANYU_AGENT_CAPTURE_IDLE_TIMEOUT=10ms"}, wantKey: "capture.idle_timeout"},
+		{name: "unknown env", env: []string{"QUANYU_AGENT_CAPTUR_SNAPLEN=100"}, wantKey: "QUANYU_AGENT_CAPTUR_SNAPLEN"},
 		{name: "no sinks", yaml: "sinks: []\n", wantKey: "sinks"},
 		{name: "bad sink name", yaml: "sinks: [\"Std Out\"]\n", wantKey: "sinks[0]"},
 		{name: "bad backend", flags: map[string]any{"capture.backend": "../x"}, wantKey: "capture.backend"},

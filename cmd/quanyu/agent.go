@@ -26,6 +26,8 @@ type agentFlags struct {
 	logLevel     string
 	host         string
 	capture      string
+	mix          string
+	token        string
 	nic          listFlag
 	sinks        listFlag
 }
@@ -43,6 +45,8 @@ func newAgentFlags(name string, stderr io.Writer, live bool) *agentFlags {
 	if live {
 		f.fs.StringVar(&f.capture, "capture", "", "capture `backend`: mmap")
 		f.fs.Var(&f.nic, "nic", "interface names or globs to watch, comma-separated (default all but lo)")
+		f.fs.StringVar(&f.mix, "mix", "", "mix's gRPC `address`: mix pushes the subscriptions")
+		f.fs.StringVar(&f.token, "token", "", "bearer `token` for mix")
 	}
 	return f
 }
@@ -70,6 +74,10 @@ func (f *agentFlags) load() (core.Config, error) {
 			flags["capture.exclude_interfaces"] = []string{}
 		case "sink":
 			flags["sinks"] = f.sinks.values
+		case "mix":
+			flags["mix.address"] = f.mix
+		case "token":
+			flags["mix.token"] = f.token
 		}
 	})
 	return core.Load(core.LoadOptions{File: f.config, Flags: flags})

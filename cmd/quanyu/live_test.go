@@ -57,7 +57,7 @@ func startAgent(t testing.TB, ns *testnet.NS, nic string, args ...string) *agent
 // startAgentWrapped is startAgent with the agent run under a wrapper command (setpriv).
 func startAgentWrapped(t testing.TB, ns *testnet.NS, nic string, wrapper []string, args ...string) *agentProc {
 	t.Helper()
-	bin := quanyu(t) // builds, and carries QUANYU_PLUGIN_DIR
+	bin := quanyu(t) // builds, and carries QUANYU_AGENT_PLUGIN_DIR
 	full := append([]string{"netns", "exec", ns.Name}, wrapper...)
 	full = append(full, bin.Path, "agent", "--nic", nic)
 	full = append(full, args...)

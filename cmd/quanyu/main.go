@@ -21,9 +21,16 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"agent":   {"capture traffic on this host and send records to the sinks", runAgent},
-	"replay":  {"run pcap/pcapng files through the capture pipeline, JSON Lines on stdout", runReplay},
-	"version": {"print the version", runVersion},
+	"agent":    {"capture traffic on this host and send records to the sinks", runAgent},
+	"replay":   {"run pcap/pcapng files through the capture pipeline, JSON Lines on stdout", runReplay},
+	"mix":      {"run mix, the control plane that pushes subscriptions to agents", runMix},
+	"sub":      {"apply, list, get, delete subscriptions in mix, and show their history", runResource("subscription")},
+	"catalog":  {"apply, list, get, delete applications and their owners in mix", runResource("catalog")},
+	"rule":     {"apply, list, get, delete alert rules in mix", runResource("rule")},
+	"receiver": {"apply, list, get, delete alert receivers in mix", runResource("receiver")},
+	"settings": {"apply and get prediction settings in mix", runResource("settings")},
+	"agents":   {"list the agents mix knows and their state", runAgents},
+	"version":  {"print the version", runVersion},
 }
 
 func usage(w io.Writer) {
@@ -35,7 +42,7 @@ func usage(w io.Writer) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-9s %s\n", n, commands[n].summary)
+		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
 	}
 	fmt.Fprintln(w, "\nRun `quanyu <command> -h` for a command's flags.")
 }

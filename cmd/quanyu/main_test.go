@@ -24,7 +24,7 @@ func quanyu(t testing.TB, args ...string) *exec.Cmd {
 	t.Helper()
 	dir := testbin.Build(t)
 	cmd := exec.Command(filepath.Join(dir, "quanyu"), args...)
-	cmd.Env = append(os.Environ(), "QUANYU_PLUGIN_DIR="+filepath.Join(dir, "plugins"))
+	cmd.Env = append(os.Environ(), "QUANYU_AGENT_PLUGIN_DIR="+filepath.Join(dir, "plugins"))
 	return cmd
 }
 

@@ -34,7 +34,7 @@ const BinaryPrefix = "quanyu-"
 // StdoutFDEnv tells a sink plugin which inherited file descriptor is the agent's standard output.
 // Sinks that print (sink-stdout) write there directly instead of through go-plugin's stdio relay,
 // so nothing is copied twice and nothing is lost when the agent exits.
-const StdoutFDEnv = "QUANYU_STDOUT_FD"
+const StdoutFDEnv = "QUANYU_PLUGIN_STDOUT_FD"
 
 // Host starts plugins from one directory.
 type Host struct {
@@ -356,6 +356,13 @@ func shutdownOf(ctx context.Context, raw any) error {
 		return v.Shutdown(ctx)
 	}
 	return nil
+}
+
+// Plugins lists the plugins started by this host, in order of start.
+func (h *Host) Plugins() []*Plugin {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]*Plugin(nil), h.plugins...)
 }
 
 // StopAll stops every plugin started by this host, in reverse order of start.

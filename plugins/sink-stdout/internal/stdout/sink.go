@@ -44,7 +44,7 @@ var _ sdk.Sink = (*Sink)(nil)
 // this process's standard output.
 func New() *Sink {
 	var out io.Writer = os.Stdout
-	if fd, err := strconv.Atoi(os.Getenv("QUANYU_STDOUT_FD")); err == nil && fd > 2 {
+	if fd, err := strconv.Atoi(os.Getenv("QUANYU_PLUGIN_STDOUT_FD")); err == nil && fd > 2 {
 		out = os.NewFile(uintptr(fd), "agent-stdout")
 	}
 	return NewWriter(out)
