@@ -669,3 +669,75 @@ func peerCertCN(t *testing.T, addr, caFile, certFile, keyFile string) string {
 	defer conn.Close()
 	return conn.ConnectionState().PeerCertificates[0].Subject.CommonName
 }
+
+// analysis watches mix the same way for the catalog, rules, receivers and prediction settings:
+// each change is a new version, pushed, and answered.
+func TestAnalysisWatchesCatalogAndRules(t *testing.T) {
+	ts := startServer(t, defaultConfig())
+	c := dialTest(t, ts.GRPCAddr(), DialOptions{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream, err := c.Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&mixpb.WatchRequest{Msg: &mixpb.WatchRequest_Hello{Hello: &mixpb.Hello{Role: "analysis", Id: "analysis-1"}}}); err != nil {
+		t.Fatal(err)
+	}
+	pushes := make(chan *mixpb.WatchResponse, 16)
+	go func() {
+		for {
+			p, err := stream.Recv()
+			if err != nil {
+				close(pushes)
+				return
+			}
+			_ = stream.Send(&mixpb.WatchRequest{Msg: &mixpb.WatchRequest_Ack{Ack: &mixpb.Ack{Version: p.Version, Nonce: p.Nonce}}})
+			pushes <- p
+		}
+	}()
+	next := func() *mixpb.WatchResponse {
+		t.Helper()
+		select {
+		case p := <-pushes:
+			return p
+		case <-time.After(5 * time.Second):
+			t.Fatal("no push within 5 s")
+			return nil
+		}
+	}
+	first := next()
+	if string(first.CatalogJson) != "[]" || string(first.RulesJson) != "[]" {
+		t.Fatalf("first push: catalog %s rules %s", first.CatalogJson, first.RulesJson)
+	}
+	if _, err := c.Apply(ctx, &mixpb.ApplyRequest{Kind: "catalog", Json: []byte(`{"app":"api",
+		"owner":{"name":"API team","contact":"api@example.com"},"match":[{"cidr":"10.3.0.0/24"}]}`)}); err != nil {
+		t.Fatal(err)
+	}
+	withCatalog := next()
+	if !strings.Contains(string(withCatalog.CatalogJson), `"app":"api"`) || withCatalog.Version == first.Version {
+		t.Fatalf("after a catalog change: %s (version %s)", withCatalog.CatalogJson, withCatalog.Version)
+	}
+	if _, err := c.Apply(ctx, &mixpb.ApplyRequest{Kind: "rule", Json: []byte(`{"id":"api-errors","kind":"threshold",
+		"metric":"error_ratio","level":"edge","selector":{"server_app":"api"},"op":">","value":0.05,"for":"1m","severity":"critical"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	withRule := next()
+	if !strings.Contains(string(withRule.RulesJson), `"id":"api-errors"`) {
+		t.Fatalf("after a rule change: %s", withRule.RulesJson)
+	}
+	// Subscriptions are not analysis's business: a change to them pushes nothing here.
+	if _, err := c.Apply(ctx, &mixpb.ApplyRequest{Kind: "subscription", Json: []byte(`{"id":"s","spec":{}}`)}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case p := <-pushes:
+		t.Fatalf("a subscription change was pushed to analysis: %v", p)
+	case <-time.After(300 * time.Millisecond):
+	}
+	// analysis is not an agent: `quanyu agents` does not list it.
+	resp, err := c.Agents(ctx, &mixpb.AgentsRequest{})
+	if err != nil || len(resp.Agents) != 0 {
+		t.Fatalf("agents %v %v", resp, err)
+	}
+}

@@ -201,3 +201,41 @@ func TestSetLimits(t *testing.T) {
 	_, err = api.ParseCatalog([]byte("[" + strings.Join(entries, ",") + "]"))
 	checkPaths(t, err, "")
 }
+
+// TestEncodingJSON checks that the types decode through encoding/json with the parsers' rules,
+// also where they sit inside other values.
+func TestEncodingJSON(t *testing.T) {
+	var items []api.MatchItem
+	if err := json.Unmarshal([]byte(`[{"cidr":"10.1.2.3/8","ports":["81","80"]}]`), &items); err != nil {
+		t.Fatal(err)
+	}
+	if len(items) != 1 || items[0].Prefix.String() != "10.0.0.0/8" || len(items[0].Ports) != 1 || items[0].Ports[0].Last != 81 {
+		t.Errorf("decoded %+v", items)
+	}
+	if err := json.Unmarshal([]byte(`[{"ports":["80"]}]`), &items); err == nil {
+		t.Error("a match item of ports alone decoded")
+	}
+	var sel struct{ S api.RuleSelector }
+	if err := json.Unmarshal([]byte(`{"S":{"method":"get","transport":"udp"}}`), &sel); err != nil ||
+		sel.S.Method != "GET" || sel.S.Transport != sdk.TransportUDP {
+		t.Errorf("decoded %+v, %v", sel, err)
+	}
+	if err := json.Unmarshal([]byte(`{"S":{"app":"x"}}`), &sel); err == nil {
+		t.Error("a selector with an unknown field decoded")
+	}
+	var all struct {
+		Rules     []api.Rule
+		Receivers []api.Receiver
+		Catalog   []api.CatalogEntry
+		Predict   api.PredictionSettings
+	}
+	doc := `{"Rules":[` + forecast("") + `],"Receivers":[{"id":"r","kind":"webhook","url":"http://h"}],` +
+		`"Catalog":[` + exampleEntry + `],"Predict":{"band":2}}`
+	if err := json.Unmarshal([]byte(doc), &all); err != nil {
+		t.Fatal(err)
+	}
+	if all.Rules[0].Direction != api.DirectionBoth || !all.Receivers[0].SendResolved ||
+		all.Catalog[0].Owner.Team != "frontend" || all.Predict.Band != 2 || all.Predict.Season != api.DefaultPredictionSettings().Season {
+		t.Errorf("decoded %+v", all)
+	}
+}

@@ -22,8 +22,8 @@ const (
 
 // Owner is who answers for an application: alerts on its edges go to the contact.
 type Owner struct {
-	Name    string `json:"name"`           // required, at most MaxNameLength characters
-	Team    string `json:"team,omitempty"` // at most MaxNameLength characters
+	Name string `json:"name"`           // required, at most MaxNameLength characters
+	Team string `json:"team,omitempty"` // at most MaxNameLength characters
 	// Contact is free text of at most MaxContactLength characters without control characters:
 	// an email address, a URL, a phone number. It is not checked further, since any of those
 	// forms is right somewhere.
