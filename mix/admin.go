@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/quanyu/quanyu/mix/api"
 	"github.com/quanyu/quanyu/mix/internal/store"
 	"github.com/quanyu/quanyu/mix/mixpb"
 	"github.com/quanyu/quanyu/sdk"
@@ -100,7 +102,33 @@ func objectPB(o store.Object) *mixpb.Object {
 		UpdatedUnixNs: o.Updated.UnixNano(), Author: o.Author}
 }
 
-func (a *admin) get(ctx context.Context, kindName, id string) (*mixpb.Object, error) {
+// redact hides what only admins may read: a receiver's header values and URL password (they
+// carry credentials for the alert's destination).
+func redact(p principal, o *mixpb.Object) *mixpb.Object {
+	if p.Role == RoleAdmin || o.Kind != "receiver" {
+		return o
+	}
+	r, err := api.ParseReceiver(o.Json)
+	if err != nil {
+		o.Json = []byte(`{}`)
+		return o
+	}
+	for k := range r.Headers {
+		r.Headers[k] = "<redacted>"
+	}
+	if u, err := url.Parse(r.URL); err == nil && u.User != nil {
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "redacted")
+			r.URL = u.String()
+		}
+	}
+	if raw, err := json.Marshal(r); err == nil {
+		o.Json = raw
+	}
+	return o
+}
+
+func (a *admin) get(ctx context.Context, p principal, kindName, id string) (*mixpb.Object, error) {
 	k, err := kindByName(kindName)
 	if err != nil {
 		return nil, err
@@ -109,10 +137,10 @@ func (a *admin) get(ctx context.Context, kindName, id string) (*mixpb.Object, er
 	if err != nil {
 		return nil, err
 	}
-	return objectPB(o), nil
+	return redact(p, objectPB(o)), nil
 }
 
-func (a *admin) list(ctx context.Context, kindName string) ([]*mixpb.Object, error) {
+func (a *admin) list(ctx context.Context, p principal, kindName string) ([]*mixpb.Object, error) {
 	k, err := kindByName(kindName)
 	if err != nil {
 		return nil, err
@@ -123,7 +151,7 @@ func (a *admin) list(ctx context.Context, kindName string) ([]*mixpb.Object, err
 	}
 	out := make([]*mixpb.Object, len(objs))
 	for i, o := range objs {
-		out[i] = objectPB(o)
+		out[i] = redact(p, objectPB(o))
 	}
 	return out, nil
 }
@@ -177,12 +205,12 @@ func (g *grpcService) Apply(ctx context.Context, req *mixpb.ApplyRequest) (*mixp
 }
 
 func (g *grpcService) Get(ctx context.Context, req *mixpb.GetRequest) (*mixpb.Object, error) {
-	o, err := g.admin.get(ctx, req.Kind, req.Id)
+	o, err := g.admin.get(ctx, principalOf(ctx), req.Kind, req.Id)
 	return o, grpcError(err)
 }
 
 func (g *grpcService) List(ctx context.Context, req *mixpb.ListRequest) (*mixpb.ListResponse, error) {
-	objs, err := g.admin.list(ctx, req.Kind)
+	objs, err := g.admin.list(ctx, principalOf(ctx), req.Kind)
 	if err != nil {
 		return nil, grpcError(err)
 	}

@@ -50,7 +50,7 @@ func (s *Server) httpHandler() http.Handler {
 		writeRevisions(w, revs)
 	}))
 	mux.HandleFunc("GET /api/v1/{kind}", au.http("read", func(w http.ResponseWriter, r *http.Request) {
-		objs, err := a.list(r.Context(), r.PathValue("kind"))
+		objs, err := a.list(r.Context(), principalOf(r.Context()), r.PathValue("kind"))
 		if err != nil {
 			writeOpError(w, err)
 			return
@@ -79,7 +79,7 @@ func (s *Server) httpHandler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]any{"applied": out})
 	}))
 	mux.HandleFunc("GET /api/v1/{kind}/{id}", au.http("read", func(w http.ResponseWriter, r *http.Request) {
-		o, err := a.get(r.Context(), r.PathValue("kind"), r.PathValue("id"))
+		o, err := a.get(r.Context(), principalOf(r.Context()), r.PathValue("kind"), r.PathValue("id"))
 		if err != nil {
 			writeOpError(w, err)
 			return

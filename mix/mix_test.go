@@ -741,3 +741,30 @@ func TestAnalysisWatchesCatalogAndRules(t *testing.T) {
 		t.Fatalf("agents %v %v", resp, err)
 	}
 }
+
+// A receiver's credentials (header values, URL password) are for admins: a viewer sees them
+// redacted.
+func TestReceiverSecretsHiddenFromViewers(t *testing.T) {
+	cfg := defaultConfig()
+	cfg.Tokens = []Token{{Name: "ops", Token: "admin-token-0123456789", Role: RoleAdmin},
+		{Name: "dash", Token: "viewer-token-0123456789", Role: RoleViewer}}
+	ts := startServer(t, cfg)
+	ctx := context.Background()
+	admin := dialTest(t, ts.GRPCAddr(), DialOptions{Token: "admin-token-0123456789"})
+	if _, err := admin.Apply(ctx, &mixpb.ApplyRequest{Kind: "receiver", Json: []byte(`{"id":"ops","kind":"webhook",
+		"url":"https://bot:s3cret@hooks.example.com/alert","headers":{"X-Api-Key":"k3y"}}`)}); err != nil {
+		t.Fatal(err)
+	}
+	viewer := dialTest(t, ts.GRPCAddr(), DialOptions{Token: "viewer-token-0123456789"})
+	o, err := viewer.Get(ctx, &mixpb.GetRequest{Kind: "receiver", Id: "ops"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(o.Json), "s3cret") || strings.Contains(string(o.Json), "k3y") {
+		t.Errorf("a viewer reads the receiver's secrets: %s", o.Json)
+	}
+	o, err = admin.Get(ctx, &mixpb.GetRequest{Kind: "receiver", Id: "ops"})
+	if err != nil || !strings.Contains(string(o.Json), "k3y") {
+		t.Errorf("an admin should read the receiver as stored: %s %v", o.GetJson(), err)
+	}
+}

@@ -309,10 +309,12 @@ func comparePrefix(a, b netip.Prefix) int {
 
 // Matches reports whether an endpoint belongs to the application: whether any of its match
 // items holds. A match item holds when every condition it names holds: the address is in its
-// range (IPv4-mapped addresses are taken as IPv4; an invalid address is in no range), the port
-// is in one of its ports or ranges, and the process name is equal to its process ("" is the
-// name of no process). An item that names neither a range nor a process (which the parser
-// never gives) holds for nothing.
+// range (IPv4-mapped addresses are taken as IPv4, zones are ignored, and the zero Addr is in no
+// range), the port is in one of its ports or ranges, and the process name is equal to its
+// process, byte for byte ("" is the name of no process). Ranges are compared as the parser
+// normalises them, so an entry built in code should be normalised first (NewCatalog does that).
+// An item that names neither a range nor a process (which the parser never gives) holds for
+// nothing, rather than for everything.
 func (c *CatalogEntry) Matches(addr netip.Addr, port uint16, process string) bool {
 	addr = endpointAddr(addr)
 	for i := range c.Match {
