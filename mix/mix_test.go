@@ -768,3 +768,15 @@ func TestReceiverSecretsHiddenFromViewers(t *testing.T) {
 		t.Errorf("an admin should read the receiver as stored: %s %v", o.GetJson(), err)
 	}
 }
+
+// One mix per data directory: a second one says who holds it.
+func TestDataDirectoryIsExclusive(t *testing.T) {
+	cfg := defaultConfig()
+	cfg.DataDir = t.TempDir()
+	startServer(t, cfg)
+	cfg.Listen, cfg.HTTPListen = "127.0.0.1:0", "127.0.0.1:0"
+	_, err := New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err == nil || !strings.Contains(err.Error(), "in use by another mix") {
+		t.Fatalf("a second mix on the same data directory: %v", err)
+	}
+}

@@ -7,9 +7,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
@@ -29,6 +32,24 @@ type Server struct {
 	certs *certs
 
 	grpcLn, httpLn net.Listener
+	lock           *os.File // held while mix runs: one mix per data directory
+}
+
+// lockDir takes the data directory for this process: two mixes on one store would each push
+// their own view to agents.
+func lockDir(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating the data directory %s: %w", dir, err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "mix.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("opening the data directory's lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("the data directory %s is in use by another mix: %w", dir, err)
+	}
+	return f, nil
 }
 
 // New opens mix's store (creating its data directory on first start) and binds its listeners;
@@ -41,15 +62,21 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
 	st, err := store.Open(ctx, dir)
 	if err != nil {
+		_ = lock.Close()
 		return nil, fmt.Errorf("opening mix's store: %w", err)
 	}
-	s := &Server{cfg: cfg, log: log.With("component", "mix"), store: st, certs: &certs{cfg: cfg.TLS},
+	s := &Server{cfg: cfg, log: log.With("component", "mix"), store: st, lock: lock, certs: &certs{cfg: cfg.TLS},
 		auth: &authorizer{tokens: cfg.Tokens, mtls: cfg.TLS.ClientCA != ""}}
 	fail := func(err error) (*Server, error) {
 		s.closeListeners()
 		_ = st.Close()
+		_ = lock.Close()
 		return nil, err
 	}
 	if s.hub, err = newHub(ctx, st, cfg.Push, log.With("component", "push")); err != nil {
@@ -93,6 +120,7 @@ func (s *Server) HTTPAddr() string {
 
 // Run serves until ctx ends, then stops both listeners and closes the store.
 func (s *Server) Run(ctx context.Context) error {
+	defer s.lock.Close()
 	defer s.store.Close()
 	tlsCfg, err := s.certs.tlsConfig()
 	if err != nil {
