@@ -53,11 +53,21 @@ lint: ## gofmt and go vet
 bench: ## Run the benchmarks (results and commands are recorded in bench/RESULTS.md)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME each (default 30s); findings land in testdata/fuzz
+	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' .); do \
+		dir=$$(dirname $$f); \
+		for t in $$(grep -o '^func Fuzz[A-Za-z0-9_]*' $$f | cut -d' ' -f2); do \
+			echo "fuzz $$dir $$t"; \
+			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-30s} ./$$dir; \
+		done; \
+	done
+
 .PHONY: demo
 demo: build ## Run the agent on this host's interfaces, printing records (needs root)
 	@if [ "$$(id -u)" != 0 ]; then echo "make demo captures packets: run it as root (sudo make demo)"; exit 1; fi
-	@echo "Quanyu agent: watching every interface but lo; records are printed below. Ctrl-C stops it."
-	$(BIN)/quanyu agent
+	@echo "Quanyu agent: watching every interface but lo, decoding HTTP and DNS; records are printed below. Ctrl-C stops it."
+	$(BIN)/quanyu agent --subscription examples/demo-subscription.json
 
 .PHONY: clean
 clean: ## Remove build output

@@ -143,7 +143,7 @@ struct {
 	__type(value, __u64);
 } nics SEC(".maps");
 
-// Flows an L7 subscription covers, shared by every CPU so the byte cap holds across them.
+// Flows an L7 subscription covers, shared by every CPU: their subscriptions and sampled bytes.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
@@ -155,6 +155,14 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 4 << 20);
 } events SEC(".maps");
+
+// Where a sample event is put together before it is copied into the ring at its real length.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sample_event);
+} sample_scratch SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -581,21 +589,20 @@ static __noinline void send_event(struct __sk_buff *skb, struct state *s, __u8 k
 	count(COUNT_EVENTS, 1);
 }
 
-// sample sends the start of a packet's payload for the decoders, while the flow's per-direction
-// budget lasts.
+// sample sends the start of a packet's payload for the decoders: every payload-carrying packet of
+// a flow an L7 subscription covers, cut at the subscription's payload_bytes. Per packet, not per
+// flow, so a keep-alive connection's hundredth request is seen like its first. The event is built
+// in a per-CPU scratch buffer and copied into the ring at its real length: reserving the largest
+// size for every sample would fill the ring with unused bytes.
 static __noinline void sample(struct __sk_buff *skb, struct state *s, struct filter_set *set) {
 	struct packet *p = &s->p;
 	__u8 dir = s->dir & 1;
 	struct l7_state *st = bpf_map_lookup_elem(&l7flows, &s->key);
 	if (!st)
 		return;
-	__u32 used = st->sampled[dir];
-	__u32 budget = set->payload_bytes;
-	if (used >= budget)
-		return;
 	__u32 n = p->payload_len;
-	if (n > budget - used)
-		n = budget - used;
+	if (n > set->payload_bytes)
+		n = set->payload_bytes;
 	__u32 have = skb->len > p->l7_off ? skb->len - p->l7_off : 0;
 	if (n > have)
 		n = have;
@@ -603,27 +610,27 @@ static __noinline void sample(struct __sk_buff *skb, struct state *s, struct fil
 		n = SAMPLE_BYTES;
 	if (n == 0)
 		return;
-	struct sample_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count(COUNT_RING_FULL, 1);
+	__u32 zero = 0;
+	struct sample_event *e = bpf_map_lookup_elem(&sample_scratch, &zero);
+	if (!e)
 		return;
-	}
 	fill_header(&e->h, EVENT_SAMPLE, dir, bpf_ktime_get_ns(), st->subs, &s->key);
 	e->h.seq = p->seq;
 	e->h.wire_len = p->payload_len;
 	// The verifier wants the length provably within 1..SAMPLE_BYTES in the register passed;
 	// the empty asm keeps clang from folding the clamp into the arithmetic above.
-	__u64 len = n & 0x7ff;
+	__u64 len = n & (2 * SAMPLE_BYTES - 1);
 	asm volatile("" : "+r"(len));
 	if (len > SAMPLE_BYTES)
 		len = SAMPLE_BYTES;
-	if (len < 1 || bpf_skb_load_bytes(skb, p->l7_off, e->data, len) != 0) {
-		bpf_ringbuf_discard(e, 0);
+	if (len < 1 || bpf_skb_load_bytes(skb, p->l7_off, e->data, len) != 0)
+		return;
+	e->h.data_len = len;
+	if (bpf_ringbuf_output(&events, e, sizeof(e->h) + len, ring_flags()) != 0) {
+		count(COUNT_RING_FULL, 1);
 		return;
 	}
-	e->h.data_len = len;
 	__sync_fetch_and_add(&st->sampled[dir], len);
-	bpf_ringbuf_submit(e, ring_flags());
 	count(COUNT_SAMPLES, 1);
 	count(COUNT_SAMPLE_BYTES, len);
 }

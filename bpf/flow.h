@@ -80,7 +80,7 @@ struct filter_set {
 	__u64 port_any; // subscriptions with no port include list (L4, L4Range)
 	__u64 l7;       // subscriptions with L7 protocols: their flows' payload is sampled
 	__u64 frames;   // subscriptions asking for frames on events
-	__u32 payload_bytes; // sampled per direction and flow
+	__u32 payload_bytes; // sampled per packet
 	__u32 pad;
 };
 
@@ -106,7 +106,8 @@ struct nic_key {
 	__u32 ifindex;
 };
 
-// State of a flow covered by an L7 subscription: how much payload was sampled each way.
+// State of a flow covered by an L7 subscription: its L7 subscriptions and the payload bytes
+// sampled each way.
 struct l7_state {
 	__u64 subs;
 	__u32 sampled[2];
@@ -122,7 +123,7 @@ enum event_kind {
 };
 
 #define FRAME_BYTES 192   // bytes of headers (from L3) an event carries with frames on
-#define SAMPLE_BYTES 1024 // payload one sample event carries at most
+#define SAMPLE_BYTES 4096 // payload one sample event carries at most (options.payload_bytes' limit)
 
 struct event_header {
 	__u64 ts_ns;

@@ -12,11 +12,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/quanyu/quanyu/core/internal/decode"
 	"github.com/quanyu/quanyu/core/internal/inventory"
 	"github.com/quanyu/quanyu/core/internal/mixclient"
 	"github.com/quanyu/quanyu/core/internal/pipeline"
@@ -53,6 +55,8 @@ type Agent struct {
 	capture        *pluginhost.Plugin
 	mix            *mixclient.Client
 	sinks          map[string]*pluginhost.Plugin
+	decoders       []*pluginhost.Plugin
+	stage          *decode.Stage // nil without decoders
 	pipe           *pipeline.Pipeline
 	started        time.Time
 }
@@ -87,6 +91,11 @@ func NewAgent(cfg Config, opts Options) (*Agent, error) {
 	subs, err := LoadSubscriptions(cfg.Subscription)
 	if err != nil {
 		return nil, err
+	}
+	if len(opts.Files) > 0 && cfg.Subscription == "" {
+		// A replay is an offline look at a capture, where sampling costs nothing that matters:
+		// by default it decodes every L7 protocol the language knows.
+		subs[0].Spec.L7 = slices.Clone(sdk.L7Protocols)
 	}
 	if cfg.Mix.Address != "" && cfg.Subscription == "" {
 		// mix decides what this agent watches: until its first push, nothing. Watching
@@ -235,12 +244,19 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		a.sinks[name] = p
 		handles[name] = sinkHandle{p}
 	}
-	a.pipe = pipeline.New(pipeline.Options{
+	if err := a.startDecoders(ctx); err != nil {
+		return err
+	}
+	popts := pipeline.Options{
 		QueueBatches: a.cfg.Pipeline.QueueBatches,
 		Block:        !a.live(),
 		Enrich:       a.enrich,
 		Log:          a.opts.Log.With("component", "pipeline"),
-	}, handles)
+	}
+	if a.stage != nil {
+		popts.Decode = a.stage.Process
+	}
+	a.pipe = pipeline.New(popts, handles)
 	a.pipe.Start()
 
 	capture, err := a.startCapture(ctx)
@@ -317,9 +333,56 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	return runErr
 }
 
+// startDecoders starts the decoder plugins and the stage that routes samples to them.
+func (a *Agent) startDecoders(ctx context.Context) error {
+	var decs []decode.Decoder
+	for _, name := range a.cfg.Decoders {
+		pname := "l7-" + name
+		p, err := a.host.Start(ctx, pname, sdk.KindDecoder, pluginhost.Options{
+			Restart:   a.live(),
+			Configure: a.configureDecoder(pname),
+		})
+		if err != nil {
+			return err
+		}
+		a.decoders = append(a.decoders, p)
+		decs = append(decs, decode.Decoder{Name: pname, Info: p.Info(), Current: func() sdk.Decoder {
+			impl, _ := p.Current()
+			return impl.(sdk.Decoder)
+		}})
+	}
+	if len(decs) == 0 {
+		return nil
+	}
+	stage, err := decode.New(decode.Options{Log: a.opts.Log.With("component", "decode")}, decs)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	stage.SetSubscriptions(a.subs)
+	a.stage = stage
+	a.mu.Unlock()
+	return nil
+}
+
+func (a *Agent) configureDecoder(pname string) func(ctx context.Context, impl any) error {
+	return func(ctx context.Context, impl any) error {
+		a.mu.Lock()
+		subs := a.subs
+		a.mu.Unlock()
+		return impl.(sdk.Decoder).Configure(ctx, sdk.DecoderConfig{Subscriptions: subs, Options: a.pluginOptions(pname)})
+	}
+}
+
 // enrich fills in what the core knows for every record: the host's name. Replayed records keep
-// an empty host unless one is configured, since the file was not captured here.
+// an empty host unless one is configured, since the file was not captured here. It also scrubs
+// the L7 frames of events, which could hold credentials.
 func (a *Agent) enrich(b *sdk.Batch) {
+	for i := range b.Events {
+		if len(b.Events[i].L7Frame) > 0 {
+			b.Events[i].L7Frame = decode.ScrubFrame(b.Events[i].L7Frame)
+		}
+	}
 	if !a.live() && !a.hostConfigured {
 		return
 	}
@@ -428,7 +491,7 @@ func (a *Agent) SetSubscriptions(ctx context.Context, subs []sdk.Subscription) e
 	a.mu.Lock()
 	prev := a.subs
 	a.subs = subs
-	capture := a.capture
+	capture, stage, decoders := a.capture, a.stage, a.decoders
 	a.mu.Unlock()
 	if capture == nil {
 		return nil // not capturing yet: Run starts with this set
@@ -438,6 +501,16 @@ func (a *Agent) SetSubscriptions(ctx context.Context, subs []sdk.Subscription) e
 		a.subs = prev
 		a.mu.Unlock()
 		return err
+	}
+	// The capture took the set; the decoders follow. A decoder that refuses it keeps its
+	// previous subscriptions (they only inform it): say so, but the set is in force.
+	if stage != nil {
+		stage.SetSubscriptions(subs)
+	}
+	for _, d := range decoders {
+		if err := d.Reconfigure(ctx, a.configureDecoder(d.Name)); err != nil {
+			a.log.Warn("decoder refused the new subscriptions", "decoder", d.Name, "err", err)
+		}
 	}
 	a.log.Info("subscriptions applied", "subscriptions", len(subs))
 	return nil
@@ -479,6 +552,14 @@ func (a *Agent) Counters() map[string]uint64 {
 	for _, p := range a.sinks {
 		c["plugin."+p.Name+".restarts"] = p.Restarts()
 	}
+	for _, p := range a.decoders {
+		c["plugin."+p.Name+".restarts"] = p.Restarts()
+	}
+	if a.stage != nil {
+		for k, v := range a.stage.Counters() {
+			c[k] = v
+		}
+	}
 	return c
 }
 
@@ -497,6 +578,19 @@ func (a *Agent) emitStats(ctx context.Context) {
 		}
 	} else if !errors.Is(err, context.Canceled) {
 		a.log.Warn("asking capture for its counters", "err", err)
+	}
+	for _, p := range a.decoders {
+		impl, _ := p.Current()
+		hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		h, err := impl.(sdk.Decoder).Health(hctx)
+		cancel()
+		if err != nil {
+			if !errors.Is(err, context.Canceled) {
+				a.log.Warn("asking a decoder for its counters", "decoder", p.Name, "err", err)
+			}
+			continue
+		}
+		b.Stats = append(b.Stats, sdk.Stats{Source: p.Name, Time: now, Counters: h.Counters})
 	}
 	if err := a.pipe.Emit(ctx, b); err != nil && !errors.Is(err, pipeline.ErrClosed) {
 		a.log.Warn("sending stats", "err", err)

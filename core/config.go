@@ -120,7 +120,7 @@ func Default() Config {
 			StatsInterval:     10 * time.Second,
 			InventoryInterval: 30 * time.Second,
 		},
-		Decoders:        []string{},
+		Decoders:        []string{"http", "dns"},
 		Sinks:           []string{"stdout"},
 		Plugins:         map[string]map[string]any{},
 		PluginChecksums: map[string]string{},

@@ -27,6 +27,15 @@ var Handshake = plugin.HandshakeConfig{
 // run to a few MiB).
 const MaxMessageBytes = 64 << 20
 
+// HTTP/2 flow-control windows between the agent and its plugins. gRPC's default (64 KiB, grown
+// by estimates of the link's bandwidth-delay product) makes a batch of a few hundred KiB wait for
+// several window updates on each call; over a local socket the only cost of a large window is
+// memory that bounded batches already bound.
+const (
+	StreamWindowBytes = 8 << 20
+	ConnWindowBytes   = 32 << 20
+)
+
 // ErrRejected marks a configuration a plugin refused; the message says why.
 var ErrRejected = errors.New("configuration rejected")
 
@@ -261,22 +270,15 @@ func (s *decoderServer) Health(ctx context.Context, _ *pb.HealthRequest) (*pb.He
 }
 
 func (s *decoderServer) Decode(ctx context.Context, req *pb.SampleBatch) (*pb.L7Batch, error) {
-	samples := make([]Sample, len(req.Samples))
-	for i, p := range req.Samples {
-		var err error
-		if samples[i], err = sampleFromPB(p); err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "sample %d: %v", i, err)
-		}
+	samples, flows, err := samplesFromPB(req)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "unpacking samples: %v", err)
 	}
 	recs, err := s.impl.Decode(ctx, samples)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	out := &pb.L7Batch{Records: make([]*pb.L7, len(recs))}
-	for i := range recs {
-		out.Records[i] = l7ToPB(&recs[i])
-	}
-	return out, nil
+	return l7sToPB(recs, flows), nil
 }
 
 func (s *decoderServer) Shutdown(ctx context.Context, _ *pb.ShutdownRequest) (*pb.ShutdownResponse, error) {
@@ -315,19 +317,14 @@ func (c *decoderClient) Health(ctx context.Context) (Health, error) {
 }
 
 func (c *decoderClient) Decode(ctx context.Context, samples []Sample) ([]L7, error) {
-	req := &pb.SampleBatch{Samples: make([]*pb.Sample, len(samples))}
-	for i := range samples {
-		req.Samples[i] = sampleToPB(&samples[i])
-	}
+	req, flows := samplesToPB(samples)
 	resp, err := c.c.Decode(ctx, req, grpc.MaxCallRecvMsgSize(MaxMessageBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes))
 	if err != nil {
 		return nil, fromStatus("decoding samples", err)
 	}
-	out := make([]L7, len(resp.Records))
-	for i, r := range resp.Records {
-		if out[i], err = l7FromPB(r); err != nil {
-			return nil, fmt.Errorf("decoder returned a bad record %d: %w", i, err)
-		}
+	out, err := l7sFromPB(resp, flows)
+	if err != nil {
+		return nil, fmt.Errorf("decoder returned a bad answer: %w", err)
 	}
 	return out, nil
 }

@@ -63,6 +63,14 @@ type flowJSON struct {
 	Subscriptions  []string     `json:"subscriptions"`
 	Final          bool         `json:"final"`
 	EndReason      string       `json:"end_reason,omitempty"`
+	L7             *l7SumJSON   `json:"l7,omitempty"`
+}
+
+type l7SumJSON struct {
+	Protocol     string `json:"protocol"`
+	Transactions uint64 `json:"transactions"`
+	Errors       uint64 `json:"errors"`
+	Partial      uint64 `json:"partial"`
 }
 
 func timeOut(t time.Time) string {
@@ -115,6 +123,7 @@ func (f Flow) MarshalJSON() ([]byte, error) {
 		TCPFlags: f.TCPFlags.Names(), RTTMicros: f.RTT.Microseconds(), Retransmits: f.Retransmits,
 		VLAN: vlan, ClientMAC: macOut(f.ClientMAC), ServerMAC: macOut(f.ServerMAC),
 		CommunityID: f.CommunityID, Subscriptions: subs, Final: f.Final, EndReason: f.EndReason,
+		L7: (*l7SumJSON)(f.L7),
 	})
 }
 
@@ -132,6 +141,7 @@ func (f *Flow) UnmarshalJSON(data []byte) error {
 		ClientToServer: Counts(j.ClientToServer), ServerToClient: Counts(j.ServerToClient),
 		RTT: time.Duration(j.RTTMicros) * time.Microsecond, Retransmits: j.Retransmits,
 		CommunityID: j.CommunityID, Subscriptions: j.Subscriptions, Final: j.Final, EndReason: j.EndReason,
+		L7: (*L7Summary)(j.L7),
 	}
 	if len(j.VLAN) > 0 {
 		out.VLAN = j.VLAN
@@ -205,7 +215,14 @@ type l7JSON struct {
 	Method        string            `json:"method,omitempty"`
 	Host          string            `json:"host,omitempty"`
 	Path          string            `json:"path,omitempty"`
+	Version       string            `json:"version,omitempty"`
 	Status        int               `json:"status,omitempty"`
+	UserAgent     string            `json:"user_agent,omitempty"`
+	ContentType   string            `json:"content_type,omitempty"`
+	Query         string            `json:"query,omitempty"`
+	QType         string            `json:"qtype,omitempty"`
+	RCode         string            `json:"rcode,omitempty"`
+	Answers       []string          `json:"answers,omitempty"`
 	RequestBytes  uint64            `json:"request_bytes"`
 	ResponseBytes uint64            `json:"response_bytes"`
 	LatencyMicros int64             `json:"latency_us"`
@@ -214,20 +231,60 @@ type l7JSON struct {
 	Server        endpointJSON      `json:"server"`
 	CommunityID   string            `json:"community_id"`
 	Partial       bool              `json:"partial"`
+	Flags         []string          `json:"flags,omitempty"`
 	Error         string            `json:"error,omitempty"`
 	Attributes    map[string]string `json:"attributes,omitempty"`
 	Subscriptions []string          `json:"subscriptions"`
 }
 
-// MarshalJSON writes an L7 record line.
+// MarshalJSON writes an L7 record line. Latency is in whole microseconds (latency_us).
 func (r L7) MarshalJSON() ([]byte, error) {
+	subs := r.Subscriptions
+	if subs == nil {
+		subs = []string{}
+	}
 	return json.Marshal(l7JSON{
 		Type: "l7", Protocol: r.Protocol, Time: timeOut(r.Time), NIC: r.NIC, Method: r.Method, Host: r.Host,
-		Path: r.Path, Status: r.Status, RequestBytes: r.RequestBytes, ResponseBytes: r.ResponseBytes,
+		Path: r.Path, Version: r.Version, Status: r.Status, UserAgent: r.UserAgent, ContentType: r.ContentType,
+		Query: r.Query, QType: r.QType, RCode: r.RCode, Answers: r.Answers,
+		RequestBytes: r.RequestBytes, ResponseBytes: r.ResponseBytes,
 		LatencyMicros: r.Latency.Microseconds(), Transport: r.Transport.String(),
 		Client: endpointOut(r.Client), Server: endpointOut(r.Server), CommunityID: r.CommunityID,
-		Partial: r.Partial, Error: r.Error, Attributes: r.Attributes, Subscriptions: r.Subscriptions,
+		Partial: r.Partial, Flags: r.Flags, Error: r.Error, Attributes: r.Attributes, Subscriptions: subs,
 	})
+}
+
+// UnmarshalJSON reads an L7 record line.
+func (r *L7) UnmarshalJSON(data []byte) error {
+	var j l7JSON
+	if err := json.Unmarshal(data, &j); err != nil {
+		return err
+	}
+	if j.Type != "l7" {
+		return fmt.Errorf("record type %q, want l7", j.Type)
+	}
+	out := L7{
+		Protocol: j.Protocol, NIC: j.NIC, Method: j.Method, Host: j.Host, Path: j.Path, Version: j.Version,
+		Status: j.Status, UserAgent: j.UserAgent, ContentType: j.ContentType, Query: j.Query, QType: j.QType,
+		RCode: j.RCode, Answers: j.Answers, RequestBytes: j.RequestBytes, ResponseBytes: j.ResponseBytes,
+		Latency: time.Duration(j.LatencyMicros) * time.Microsecond, CommunityID: j.CommunityID,
+		Partial: j.Partial, Flags: j.Flags, Error: j.Error, Attributes: j.Attributes, Subscriptions: j.Subscriptions,
+	}
+	var err error
+	if out.Time, err = timeIn(j.Time); err != nil {
+		return fmt.Errorf("l7 time: %w", err)
+	}
+	if out.Transport, err = transportIn(j.Transport); err != nil {
+		return fmt.Errorf("l7: %w", err)
+	}
+	if out.Client, err = j.Client.in(); err != nil {
+		return fmt.Errorf("l7 client: %w", err)
+	}
+	if out.Server, err = j.Server.in(); err != nil {
+		return fmt.Errorf("l7 server: %w", err)
+	}
+	*r = out
+	return nil
 }
 
 type statsJSON struct {

@@ -22,8 +22,10 @@ type PacketMeta struct {
 // Matcher is the reference semantics of a set of subscriptions (ARCHITECTURE §3). Every backend's
 // compiled filter is tested against it. It allocates nothing per call.
 type Matcher struct {
-	subs []matchSpec
-	ids  []string
+	subs    []matchSpec
+	ids     []string
+	l7      uint64
+	payload int
 }
 
 type matchSpec struct {
@@ -149,9 +151,17 @@ func NewMatcher(subs []Subscription) *Matcher {
 		}
 		m.subs = append(m.subs, ms)
 		m.ids = append(m.ids, subs[i].ID)
+		if len(subs[i].Spec.L7) > 0 {
+			m.l7 |= 1 << i
+			m.payload = max(m.payload, subs[i].Payload())
+		}
 	}
 	return m
 }
+
+// L7 returns the subscriptions that ask for L7 decoding (a protocol in L7), as a mask, and the
+// payload bytes per packet the largest of them asks for: a flow any of them covers is sampled.
+func (m *Matcher) L7() (mask uint64, payloadBytes int) { return m.l7, m.payload }
 
 // Len is the number of subscriptions in the matcher.
 func (m *Matcher) Len() int { return len(m.subs) }

@@ -26,6 +26,24 @@ type Info struct {
 	Protocols []string
 	// Capabilities are free-form feature names (for capture: "live", "files", "frames").
 	Capabilities []string
+	// Detect says how a decoder recognises its protocols, so the agent routes each flow's samples
+	// to the decoder that claims it without asking every decoder about every flow.
+	Detect []Detect
+}
+
+// Detect is one protocol's recognition rule. The agent tries content first: a flow whose first
+// payload in a direction matches a pattern of that direction is claimed, whatever its ports.
+// Only when no decoder's content rule matches does a port claim it (the server's port), so a
+// flow on a well-known port picked up mid-message still reaches its decoder, which finds the
+// next message boundary itself.
+type Detect struct {
+	Protocol string // one of the decoder's Protocols
+	// ClientPattern and ServerPattern are RE2 expressions matched at the start of a sample from
+	// that side; empty matches nothing.
+	ClientPattern string
+	ServerPattern string
+	Ports         []uint16
+	Transports    []Transport // the transports the rule applies to; empty: TCP and UDP
 }
 
 // HealthStatus is a plugin's own judgement of itself.
@@ -113,6 +131,8 @@ type Decoder interface {
 	Health(ctx context.Context) (Health, error)
 	// Decode takes samples in capture order and returns the L7 records they complete. A decoder
 	// keeps per-flow state across calls; samples of one flow always go to the same decoder.
+	// Calls may run concurrently (the agent splits a large batch by flow): all the samples a
+	// batch has of one flow are in one call, and a flow's next call starts after that one ended.
 	Decode(ctx context.Context, samples []Sample) ([]L7, error)
 	Shutdown(ctx context.Context) error
 }

@@ -169,6 +169,17 @@ type Flow struct {
 	Subscriptions []string
 	Final         bool
 	EndReason     string // set on final records
+
+	// L7 is what the decoders made of the flow in this window; nil when no decoder claimed it.
+	L7 *L7Summary
+}
+
+// L7Summary counts a flow's L7 transactions in one record's window.
+type L7Summary struct {
+	Protocol     string
+	Transactions uint64
+	Errors       uint64 // HTTP 5xx, DNS answers other than NOERROR and NXDOMAIN, malformed messages
+	Partial      uint64 // transactions reported with Partial set
 }
 
 // Event kinds.
@@ -196,8 +207,13 @@ type Event struct {
 	L7Frame       []byte
 }
 
-// Sample is the start of a conversation's payload in one direction, captured for decoders when an
-// L7 subscription covers the flow. Seq orders samples of one direction.
+// Sample is the start of one packet's payload, captured for decoders when an L7 subscription
+// covers the flow: the first bytes of every payload-carrying packet, up to the subscription's
+// payload_bytes. For TCP, Seq is the packet's sequence number, so a decoder knows which stream
+// bytes Data holds (Seq to Seq+len(Data)) and which it skipped (up to Seq+WireLen).
+//
+// A sample with FlowEnd set and no Data is the core's, not the capture's: the flow ended, no
+// more samples of it follow, and the decoder reports what it still holds and forgets the flow.
 type Sample struct {
 	CommunityID   string
 	NIC           string
@@ -210,27 +226,46 @@ type Sample struct {
 	Data          []byte
 	WireLen       int // payload length on the wire; more than len(Data) when the sample was cut
 	Subscriptions []string
+	FlowEnd       bool
 }
 
 // L7 is one application-level transaction (an HTTP request and its response, a DNS query and its
-// answer), tied to its flow by CommunityID.
+// answer), tied to its flow by CommunityID. Credentials never reach it: decoders drop
+// Authorization, Cookie and the like, and URL user-info, whatever the configuration.
 type L7 struct {
-	Protocol      string
-	Method        string
-	Host          string
-	Path          string
-	Status        int
-	RequestBytes  uint64
-	ResponseBytes uint64
-	Latency       time.Duration
-	Time          time.Time
+	Protocol      string        // HTTP, DNS
+	Method        string        // HTTP method; DNS: QUERY, or the opcode's name
+	Host          string        // HTTP Host (no port user-info)
+	Path          string        // HTTP path; the query string only when a subscription asks for it
+	Status        int           // HTTP status code; 0 when no response was seen
+	RequestBytes  uint64        // HTTP: the request's body; DNS: the query message
+	ResponseBytes uint64        // HTTP: the response's body; DNS: the response message
+	Latency       time.Duration // from the request's first byte to the response's first byte
+	Time          time.Time     // the request's first byte
 	Transport     Transport
 	NIC           string
 	Client        Endpoint
 	Server        Endpoint
 	CommunityID   string
-	Partial       bool
-	Error         string
+	// Partial is set when part of the transaction was not captured (a sample cut short, a gap,
+	// a flow picked up mid-message, a response that never came): what is known is reported.
+	Partial bool
+	Error   string // a transaction that failed as such (a malformed message), not a 5xx
+	// Flags name ambiguities the decoder noticed and did not resolve by guessing, such as
+	// "content_length_and_chunked" or "bare_lf_in_chunk_size".
+	Flags []string
+
+	// HTTP
+	Version     string // "1.0", "1.1"
+	UserAgent   string
+	ContentType string // the response's, else the request's
+
+	// DNS
+	Query   string   // the question's name
+	QType   string   // A, AAAA, …, or the number
+	RCode   string   // NOERROR, NXDOMAIN, …, or the number
+	Answers []string // the answers' data as text (addresses, names)
+
 	Attributes    map[string]string
 	Subscriptions []string
 }

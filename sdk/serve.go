@@ -7,6 +7,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
+	"github.com/quanyu/quanyu/internal/gctune"
 	"google.golang.org/grpc"
 )
 
@@ -16,6 +17,7 @@ import (
 //
 //	func main() { sdk.Serve(httpdecoder.New()) }
 func Serve(impl any) {
+	gctune.Apply()
 	level := levelFromEnv()
 	set, err := NewPluginSet(impl)
 	if err != nil {
@@ -26,7 +28,8 @@ func Serve(impl any) {
 		HandshakeConfig: Handshake,
 		Plugins:         set,
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
-			opts = append(opts, grpc.MaxRecvMsgSize(MaxMessageBytes), grpc.MaxSendMsgSize(MaxMessageBytes))
+			opts = append(opts, grpc.MaxRecvMsgSize(MaxMessageBytes), grpc.MaxSendMsgSize(MaxMessageBytes),
+				grpc.InitialWindowSize(StreamWindowBytes), grpc.InitialConnWindowSize(ConnWindowBytes))
 			return grpc.NewServer(opts...)
 		},
 		Logger: hclog.New(&hclog.LoggerOptions{

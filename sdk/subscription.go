@@ -26,8 +26,9 @@ const (
 	MaxPortRanges    = 256  // entries in each of L4Range, L4MissRange
 	MaxL7Tokens      = 32   // entries in each of L7, L7Miss
 	MaxPayloadBytes  = 4096 // options.payload_bytes
-	// DefaultPayloadBytes is how much of each direction's payload decoders see by default.
-	DefaultPayloadBytes = 1024
+	// DefaultPayloadBytes is how much of each packet's payload decoders see by default: enough
+	// for the headers of nearly every HTTP message and for a whole classic DNS message.
+	DefaultPayloadBytes = 2048
 )
 
 // L7 protocol tokens the language knows. A protocol turns decoding on for the flows a
@@ -78,7 +79,7 @@ type Selector struct {
 type Options struct {
 	// Frames asks for the first bytes of the L3, L4 and L7 headers on flow events.
 	Frames bool `json:"frames,omitempty"`
-	// PayloadBytes caps the payload sampled per direction for decoders (0: the default).
+	// PayloadBytes caps the payload sampled from each packet for decoders (0: the default).
 	PayloadBytes int `json:"payload_bytes,omitempty"`
 	// QueryStrings keeps URL query strings in L7 records; they are cut by default.
 	QueryStrings bool `json:"query_strings,omitempty"`

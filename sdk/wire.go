@@ -76,7 +76,22 @@ func flowToPB(f *Flow) *pb.Flow {
 		TcpFlags: uint32(f.TCPFlags), RttNs: int64(f.RTT), Retransmits: f.Retransmits, Vlan: vlan,
 		ClientMac: f.ClientMAC, ServerMac: f.ServerMAC,
 		CommunityId: f.CommunityID, Subscriptions: f.Subscriptions, Final: f.Final, EndReason: f.EndReason,
+		L7: l7SummaryToPB(f.L7),
 	}
+}
+
+func l7SummaryToPB(s *L7Summary) *pb.L7Summary {
+	if s == nil {
+		return nil
+	}
+	return &pb.L7Summary{Protocol: s.Protocol, Transactions: s.Transactions, Errors: s.Errors, Partial: s.Partial}
+}
+
+func l7SummaryFromPB(p *pb.L7Summary) *L7Summary {
+	if p == nil {
+		return nil
+	}
+	return &L7Summary{Protocol: p.Protocol, Transactions: p.Transactions, Errors: p.Errors, Partial: p.Partial}
 }
 
 func flowFromPB(p *pb.Flow) (Flow, error) {
@@ -86,6 +101,7 @@ func flowFromPB(p *pb.Flow) (Flow, error) {
 		ClientToServer: countsFromPB(p.ClientToServer), ServerToClient: countsFromPB(p.ServerToClient),
 		TCPFlags: TCPFlags(p.TcpFlags), RTT: time.Duration(p.RttNs), Retransmits: p.Retransmits,
 		CommunityID: p.CommunityId, Subscriptions: p.Subscriptions, Final: p.Final, EndReason: p.EndReason,
+		L7: l7SummaryFromPB(p.L7),
 	}
 	if p.Transport > 255 {
 		return f, fmt.Errorf("transport %d out of range", p.Transport)
@@ -136,31 +152,6 @@ func eventFromPB(p *pb.Event) (Event, error) {
 	return e, nil
 }
 
-func sampleToPB(s *Sample) *pb.Sample {
-	return &pb.Sample{
-		CommunityId: s.CommunityID, Nic: s.NIC, Transport: uint32(s.Transport),
-		Client: endpointToPB(s.Client), Server: endpointToPB(s.Server), FromClient: s.FromClient,
-		TimeNs: nanos(s.Time), Seq: s.Seq, Data: s.Data, WireLen: uint32(s.WireLen),
-		Subscriptions: s.Subscriptions,
-	}
-}
-
-func sampleFromPB(p *pb.Sample) (Sample, error) {
-	s := Sample{
-		CommunityID: p.CommunityId, NIC: p.Nic, Transport: Transport(p.Transport), FromClient: p.FromClient,
-		Time: fromNanos(p.TimeNs), Seq: p.Seq, Data: p.Data, WireLen: int(p.WireLen),
-		Subscriptions: p.Subscriptions,
-	}
-	var err error
-	if s.Client, err = endpointFromPB(p.Client); err != nil {
-		return s, fmt.Errorf("sample client: %w", err)
-	}
-	if s.Server, err = endpointFromPB(p.Server); err != nil {
-		return s, fmt.Errorf("sample server: %w", err)
-	}
-	return s, nil
-}
-
 func l7ToPB(r *L7) *pb.L7 {
 	return &pb.L7{
 		Protocol: r.Protocol, Method: r.Method, Host: r.Host, Path: r.Path, Status: int32(r.Status),
@@ -168,6 +159,8 @@ func l7ToPB(r *L7) *pb.L7 {
 		TimeNs: nanos(r.Time), Transport: uint32(r.Transport), Nic: r.NIC,
 		Client: endpointToPB(r.Client), Server: endpointToPB(r.Server), CommunityId: r.CommunityID,
 		Partial: r.Partial, Error: r.Error, Attributes: r.Attributes, Subscriptions: r.Subscriptions,
+		Flags: r.Flags, Version: r.Version, UserAgent: r.UserAgent, ContentType: r.ContentType,
+		Query: r.Query, Qtype: r.QType, Rcode: r.RCode, Answers: r.Answers,
 	}
 }
 
@@ -177,6 +170,8 @@ func l7FromPB(p *pb.L7) (L7, error) {
 		RequestBytes: p.RequestBytes, ResponseBytes: p.ResponseBytes, Latency: time.Duration(p.LatencyNs),
 		Time: fromNanos(p.TimeNs), Transport: Transport(p.Transport), NIC: p.Nic, CommunityID: p.CommunityId,
 		Partial: p.Partial, Error: p.Error, Attributes: p.Attributes, Subscriptions: p.Subscriptions,
+		Flags: p.Flags, Version: p.Version, UserAgent: p.UserAgent, ContentType: p.ContentType,
+		Query: p.Query, QType: p.Qtype, RCode: p.Rcode, Answers: p.Answers,
 	}
 	var err error
 	if r.Client, err = endpointFromPB(p.Client); err != nil {
@@ -190,11 +185,10 @@ func l7FromPB(p *pb.L7) (L7, error) {
 
 func batchToPB(b *Batch) (*pb.Batch, error) {
 	out := &pb.Batch{
-		Flows:   make([]*pb.Flow, len(b.Flows)),
-		Events:  make([]*pb.Event, len(b.Events)),
-		Samples: make([]*pb.Sample, len(b.Samples)),
-		L7:      make([]*pb.L7, len(b.L7)),
-		Stats:   make([]*pb.Stats, len(b.Stats)),
+		Flows:  make([]*pb.Flow, len(b.Flows)),
+		Events: make([]*pb.Event, len(b.Events)),
+		L7:     make([]*pb.L7, len(b.L7)),
+		Stats:  make([]*pb.Stats, len(b.Stats)),
 	}
 	for i := range b.Flows {
 		out.Flows[i] = flowToPB(&b.Flows[i])
@@ -202,8 +196,8 @@ func batchToPB(b *Batch) (*pb.Batch, error) {
 	for i := range b.Events {
 		out.Events[i] = eventToPB(&b.Events[i])
 	}
-	for i := range b.Samples {
-		out.Samples[i] = sampleToPB(&b.Samples[i])
+	if len(b.Samples) > 0 {
+		out.Samples, _ = samplesToPB(b.Samples)
 	}
 	for i := range b.L7 {
 		out.L7[i] = l7ToPB(&b.L7[i])
@@ -243,13 +237,10 @@ func batchFromPB(p *pb.Batch) (*Batch, error) {
 			}
 		}
 	}
-	if n := len(p.Samples); n > 0 {
-		b.Samples = make([]Sample, n)
-		for i, s := range p.Samples {
-			var err error
-			if b.Samples[i], err = sampleFromPB(s); err != nil {
-				return nil, fmt.Errorf("sample %d: %w", i, err)
-			}
+	if p.Samples != nil {
+		var err error
+		if b.Samples, _, err = samplesFromPB(p.Samples); err != nil {
+			return nil, fmt.Errorf("samples: %w", err)
 		}
 	}
 	if n := len(p.L7); n > 0 {
@@ -274,13 +265,39 @@ func batchFromPB(p *pb.Batch) (*Batch, error) {
 }
 
 func infoToPB(i Info) *pb.PluginInfo {
-	return &pb.PluginInfo{Kind: string(i.Kind), Name: i.Name, Version: i.Version, Protocols: i.Protocols,
+	out := &pb.PluginInfo{Kind: string(i.Kind), Name: i.Name, Version: i.Version, Protocols: i.Protocols,
 		Capabilities: i.Capabilities}
+	for _, d := range i.Detect {
+		pd := &pb.Detect{Protocol: d.Protocol, ClientPattern: d.ClientPattern, ServerPattern: d.ServerPattern}
+		for _, p := range d.Ports {
+			pd.Ports = append(pd.Ports, uint32(p))
+		}
+		for _, t := range d.Transports {
+			pd.Transports = append(pd.Transports, uint32(t))
+		}
+		out.Detect = append(out.Detect, pd)
+	}
+	return out
 }
 
 func infoFromPB(p *pb.PluginInfo) Info {
-	return Info{Kind: Kind(p.Kind), Name: p.Name, Version: p.Version, Protocols: p.Protocols,
+	out := Info{Kind: Kind(p.Kind), Name: p.Name, Version: p.Version, Protocols: p.Protocols,
 		Capabilities: p.Capabilities}
+	for _, pd := range p.Detect {
+		d := Detect{Protocol: pd.Protocol, ClientPattern: pd.ClientPattern, ServerPattern: pd.ServerPattern}
+		for _, port := range pd.Ports {
+			if port <= 65535 {
+				d.Ports = append(d.Ports, uint16(port))
+			}
+		}
+		for _, t := range pd.Transports {
+			if t <= 255 {
+				d.Transports = append(d.Transports, Transport(t))
+			}
+		}
+		out.Detect = append(out.Detect, d)
+	}
+	return out
 }
 
 func healthToPB(h Health) *pb.HealthStatus {

@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/quanyu/quanyu/core"
+	"github.com/quanyu/quanyu/internal/gctune"
 )
 
 // agentFlags are the flags shared by agent and replay, each mapped to its configuration key so
@@ -84,6 +85,7 @@ func (f *agentFlags) load() (core.Config, error) {
 }
 
 func runAgent(args []string, stdout, stderr io.Writer) error {
+	gctune.Apply()
 	f := newAgentFlags("quanyu agent", stderr, true)
 	f.fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: quanyu agent [flags]\n\nCaptures traffic on this host's interfaces and prints records (JSON Lines) to stdout.\n\nFlags:")
@@ -149,6 +151,7 @@ func reloadOnHangup(ctx context.Context, agent *core.Agent, file string, log *sl
 }
 
 func runReplay(args []string, stdout, stderr io.Writer) error {
+	gctune.Apply()
 	f := newAgentFlags("quanyu replay", stderr, false)
 	f.fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: quanyu replay [flags] FILE...\n\nRuns pcap or pcapng files through the same capture and sink plugins as the live agent\nand prints the records (JSON Lines) to stdout.\n\nFlags:")

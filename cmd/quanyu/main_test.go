@@ -31,6 +31,7 @@ func quanyu(t testing.TB, args ...string) *exec.Cmd {
 // records is what an agent printed, by type.
 type records struct {
 	flows []sdk.Flow
+	l7    []sdk.L7
 	stats map[string]sdk.Stats // last per source
 	other map[string]int       // count per other type
 }
@@ -53,6 +54,12 @@ func parseRecords(t testing.TB, out []byte) records {
 				t.Fatalf("flow record: %v\n%s", err, line)
 			}
 			r.flows = append(r.flows, f)
+		case "l7":
+			var l7 sdk.L7
+			if err := json.Unmarshal(line, &l7); err != nil {
+				t.Fatalf("l7 record: %v\n%s", err, line)
+			}
+			r.l7 = append(r.l7, l7)
 		case "stats":
 			var s sdk.Stats
 			if err := json.Unmarshal(line, &s); err != nil {

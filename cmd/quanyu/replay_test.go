@@ -85,7 +85,8 @@ func TestReplayCommunityID(t *testing.T) {
 	}
 }
 
-// --format seed prints the seed's message shape and nothing else on stdout.
+// --format seed prints the seed's message shape and nothing else on stdout: one message for the
+// conversation and one for its HTTP transaction, which names the method in L7.
 func TestReplaySeedFormat(t *testing.T) {
 	testdata := testbin.SharedTestdata(t)
 	out, err := quanyu(t, "replay", "--format", "seed", filepath.Join(testdata, "pcaps", "zeek", "http", "get.pcap")).Output()
@@ -93,22 +94,29 @@ func TestReplaySeedFormat(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	if len(lines) != 1 {
-		t.Fatalf("want one seed message for one conversation, got %d lines:\n%s", len(lines), out)
+	if len(lines) != 2 {
+		t.Fatalf("want two seed messages (the conversation, its GET), got %d lines:\n%s", len(lines), out)
 	}
-	var m map[string]string
-	if err := json.Unmarshal([]byte(lines[0]), &m); err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]string{"NIC": "", "L3": "192.150.187.43", "L3Frame": "", "L4Class": "TCP", "L4": "80",
-		"L4Frame": "", "L7": "", "L7Frame": ""}
-	for k, v := range want {
-		if got, ok := m[k]; !ok || got != v {
-			t.Errorf("%s = %q (present %v), want %q", k, got, ok, v)
+	seen := map[string]bool{}
+	for _, line := range lines {
+		var m map[string]string
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatal(err)
 		}
+		want := map[string]string{"NIC": "", "L3": "192.150.187.43", "L3Frame": "", "L4Class": "TCP", "L4": "80",
+			"L4Frame": "", "L7": m["L7"], "L7Frame": ""}
+		for k, v := range want {
+			if got, ok := m[k]; !ok || got != v {
+				t.Errorf("%s = %q (present %v), want %q", k, got, ok, v)
+			}
+		}
+		if len(m) != len(want) {
+			t.Errorf("seed message has extra fields: %v", m)
+		}
+		seen[m["L7"]] = true
 	}
-	if len(m) != len(want) {
-		t.Errorf("seed message has extra fields: %v", m)
+	if !seen[""] || !seen["GET"] {
+		t.Errorf("want a message with L7 \"\" (the flow) and one with \"GET\"; got %v", seen)
 	}
 }
 

@@ -34,14 +34,22 @@ type Options struct {
 	// Enrich, when set, fills in what the core knows and capture does not (host, namespace)
 	// before a batch is queued.
 	Enrich func(*sdk.Batch)
+	// Decode, when set, is the decoder stage: batches go through it, in order and on one
+	// goroutine, before the sinks; it turns samples into L7 records and removes them. It has
+	// its own queue of QueueBatches. Without it, samples are counted and dropped.
+	Decode func(context.Context, *sdk.Batch)
 	Log    *slog.Logger
 }
 
 // Pipeline fans batches out to sinks.
 type Pipeline struct {
-	opts  Options
-	sinks []*sinkStage
-	wg    sync.WaitGroup
+	opts    Options
+	sinks   []*sinkStage
+	wg      sync.WaitGroup
+	decodeQ chan *sdk.Batch
+	decoded sync.WaitGroup
+	// sinksClose closes the sink queues once, after the decoder stage is done.
+	sinksClose sync.Once
 
 	// mu keeps Close from closing a queue while an Emit sends on it; closing wakes an Emit
 	// blocked on a full queue first, so Close never waits behind it.
@@ -55,6 +63,10 @@ type Pipeline struct {
 	// samplesNoDecoder counts payload samples that arrived with no decoder to take them (a
 	// subscription asked for L7, but no decoder plugin runs); they go no further.
 	samplesNoDecoder atomic.Uint64
+	// decodeFull counts records (and samples) of batches dropped because the decoder stage's
+	// queue was full (live only).
+	decodeFull        atomic.Uint64
+	decodeFullSamples atomic.Uint64
 }
 
 type sinkStage struct {
@@ -79,6 +91,9 @@ func New(opts Options, sinks map[string]SinkHandle) *Pipeline {
 		opts.Log = slog.Default()
 	}
 	p := &Pipeline{opts: opts, closing: make(chan struct{})}
+	if opts.Decode != nil {
+		p.decodeQ = make(chan *sdk.Batch, opts.QueueBatches)
+	}
 	names := make([]string, 0, len(sinks))
 	for n := range sinks {
 		names = append(names, n)
@@ -93,8 +108,19 @@ func New(opts Options, sinks map[string]SinkHandle) *Pipeline {
 	return p
 }
 
-// Start runs one writer per sink until Close.
+// Start runs one writer per sink, and the decoder stage if there is one, until Close.
 func (p *Pipeline) Start() {
+	if p.decodeQ != nil {
+		p.decoded.Add(1)
+		go func() {
+			defer p.decoded.Done()
+			for b := range p.decodeQ {
+				p.opts.Decode(context.Background(), b)
+				// Batches already taken are written even while closing: nil never gives up.
+				_ = p.fanOut(context.Background(), b, nil)
+			}
+		}()
+	}
 	for _, s := range p.sinks {
 		p.wg.Add(1)
 		go func() {
@@ -118,13 +144,41 @@ func (p *Pipeline) Emit(ctx context.Context, b *sdk.Batch) error {
 	if p.opts.Enrich != nil {
 		p.opts.Enrich(b)
 	}
+	if p.decodeQ != nil {
+		return p.enqueueDecode(ctx, b)
+	}
 	if n := len(b.Samples); n > 0 {
 		// Samples are for decoders, not sinks; with no decoder stage they stop here, counted.
 		p.samplesNoDecoder.Add(uint64(n))
 		b.Samples = nil
-		if b.Len() == 0 && len(b.Stats) == 0 && b.Inventory == nil {
+	}
+	return p.fanOut(ctx, b, p.closing)
+}
+
+func (p *Pipeline) enqueueDecode(ctx context.Context, b *sdk.Batch) error {
+	if p.opts.Block {
+		select {
+		case p.decodeQ <- b:
 			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-p.closing:
+			return ErrClosed
 		}
+	}
+	select {
+	case p.decodeQ <- b:
+	default:
+		p.decodeFull.Add(uint64(b.Len() - len(b.Samples)))
+		p.decodeFullSamples.Add(uint64(len(b.Samples)))
+	}
+	return nil
+}
+
+// fanOut queues a batch for every sink. Waiting for room (replay) ends with ctx or closing.
+func (p *Pipeline) fanOut(ctx context.Context, b *sdk.Batch, closing <-chan struct{}) error {
+	if b.Len() == 0 && len(b.Stats) == 0 && b.Inventory == nil {
+		return nil
 	}
 	p.batchesIn.Add(1)
 	p.recordsIn.Add(uint64(b.Len()))
@@ -135,7 +189,7 @@ func (p *Pipeline) Emit(ctx context.Context, b *sdk.Batch) error {
 			case <-ctx.Done():
 				s.dropFull.Add(uint64(b.Len()))
 				return ctx.Err()
-			case <-p.closing:
+			case <-closing:
 				s.dropFull.Add(uint64(b.Len()))
 				return ErrClosed
 			}
@@ -197,13 +251,20 @@ func (p *Pipeline) Close(ctx context.Context) error {
 		close(p.closing)
 		p.mu.Lock()
 		p.closed = true
-		for _, s := range p.sinks {
-			close(s.q)
+		if p.decodeQ != nil {
+			close(p.decodeQ)
 		}
 		p.mu.Unlock()
 	})
 	done := make(chan struct{})
 	go func() {
+		// The decoder stage finishes what it holds before the sink queues close behind it.
+		p.decoded.Wait()
+		p.sinksClose.Do(func() {
+			for _, s := range p.sinks {
+				close(s.q)
+			}
+		})
 		p.wg.Wait()
 		close(done)
 	}()
@@ -221,6 +282,11 @@ func (p *Pipeline) Counters() map[string]uint64 {
 		"pipeline.batches_in":              p.batchesIn.Load(),
 		"pipeline.records_in":              p.recordsIn.Load(),
 		"pipeline.drop.samples_no_decoder": p.samplesNoDecoder.Load(),
+	}
+	if p.decodeQ != nil {
+		c["pipeline.drop.decode_queue_full"] = p.decodeFull.Load()
+		c["pipeline.drop.decode_queue_full_samples"] = p.decodeFullSamples.Load()
+		c["pipeline.decode_queue_length"] = uint64(len(p.decodeQ))
 	}
 	for _, s := range p.sinks {
 		prefix := "sink." + s.name + "."

@@ -202,3 +202,62 @@ func TestSamplesWithoutDecoderCounted(t *testing.T) {
 		t.Fatalf("counters %v, sink got %d records", c, s.count())
 	}
 }
+
+// With a decoder stage, every batch goes through it in order before the sinks; what it turns
+// samples into reaches them, and Close drains it first.
+func TestDecodeStageBeforeSinks(t *testing.T) {
+	s := &fakeSink{}
+	var seen []int
+	decode := func(_ context.Context, b *sdk.Batch) {
+		seen = append(seen, len(b.Flows))
+		for range b.Samples {
+			b.L7 = append(b.L7, sdk.L7{Protocol: "HTTP"})
+		}
+		b.Samples = nil
+	}
+	p := New(Options{QueueBatches: 2, Block: true, Decode: decode}, map[string]SinkHandle{"s": newHandle(s)})
+	p.Start()
+	for i := 1; i <= 5; i++ {
+		if err := p.Emit(context.Background(), &sdk.Batch{Samples: make([]sdk.Sample, 2), Flows: make([]sdk.Flow, i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if want := []int{1, 2, 3, 4, 5}; len(seen) != 5 || seen[0] != 1 || seen[4] != 5 {
+		t.Errorf("decoder saw batches with %v flows, want %v in order", seen, want)
+	}
+	// 15 flows and 10 L7 records made from the samples.
+	if s.count() != 25 {
+		t.Errorf("sink got %d records, want 25", s.count())
+	}
+}
+
+// Live, a full decoder queue drops the batch and counts it; capture never waits.
+func TestDecodeQueueFullCounted(t *testing.T) {
+	gate, entered := make(chan struct{}), make(chan struct{}, 4)
+	decode := func(context.Context, *sdk.Batch) {
+		entered <- struct{}{}
+		<-gate
+	}
+	p := New(Options{QueueBatches: 1, Decode: decode}, map[string]SinkHandle{"s": newHandle(&fakeSink{})})
+	p.Start()
+	for i := range 4 {
+		if err := p.Emit(context.Background(), &sdk.Batch{Samples: make([]sdk.Sample, 3), Flows: make([]sdk.Flow, 1)}); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			<-entered // the stage holds the first batch
+		}
+	}
+	// One batch is in the stage, one in the queue: two were dropped.
+	close(gate)
+	if err := p.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c := p.Counters()
+	if c["pipeline.drop.decode_queue_full"] != 2 || c["pipeline.drop.decode_queue_full_samples"] != 6 {
+		t.Errorf("counters %v, want 2 records and 6 samples dropped", c)
+	}
+}

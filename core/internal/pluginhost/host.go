@@ -173,7 +173,8 @@ func (p *Plugin) launch(ctx context.Context) (*plugin.Client, any, sdk.Info, err
 		Logger:           newSlogAdapter(p.host.Log, p.host.PluginLog),
 		StartTimeout:     15 * time.Second,
 		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(
-			grpc.MaxCallRecvMsgSize(sdk.MaxMessageBytes), grpc.MaxCallSendMsgSize(sdk.MaxMessageBytes))},
+			grpc.MaxCallRecvMsgSize(sdk.MaxMessageBytes), grpc.MaxCallSendMsgSize(sdk.MaxMessageBytes)),
+			grpc.WithInitialWindowSize(sdk.StreamWindowBytes), grpc.WithInitialConnWindowSize(sdk.ConnWindowBytes)},
 	})
 	fail := func(format string, args ...any) (*plugin.Client, any, sdk.Info, error) {
 		client.Kill()

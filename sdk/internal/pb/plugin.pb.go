@@ -284,6 +284,7 @@ type PluginInfo struct {
 	Version       string                 `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
 	Protocols     []string               `protobuf:"bytes,4,rep,name=protocols,proto3" json:"protocols,omitempty"`
 	Capabilities  []string               `protobuf:"bytes,5,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
+	Detect        []*Detect              `protobuf:"bytes,6,rep,name=detect,proto3" json:"detect,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -353,6 +354,92 @@ func (x *PluginInfo) GetCapabilities() []string {
 	return nil
 }
 
+func (x *PluginInfo) GetDetect() []*Detect {
+	if x != nil {
+		return x.Detect
+	}
+	return nil
+}
+
+// Detect is how a decoder recognises its protocol, so the agent routes a flow's samples to it
+// without a call per sample: a flow whose first payload from a side matches that side's pattern
+// (RE2, at the start of the payload), or else a flow on one of the ports.
+type Detect struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Protocol      string                 `protobuf:"bytes,1,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	Ports         []uint32               `protobuf:"varint,4,rep,packed,name=ports,proto3" json:"ports,omitempty"`
+	Transports    []uint32               `protobuf:"varint,5,rep,packed,name=transports,proto3" json:"transports,omitempty"`
+	ClientPattern string                 `protobuf:"bytes,6,opt,name=client_pattern,json=clientPattern,proto3" json:"client_pattern,omitempty"`
+	ServerPattern string                 `protobuf:"bytes,7,opt,name=server_pattern,json=serverPattern,proto3" json:"server_pattern,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Detect) Reset() {
+	*x = Detect{}
+	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Detect) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Detect) ProtoMessage() {}
+
+func (x *Detect) ProtoReflect() protoreflect.Message {
+	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Detect.ProtoReflect.Descriptor instead.
+func (*Detect) Descriptor() ([]byte, []int) {
+	return file_quanyu_plugin_v1_plugin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Detect) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *Detect) GetPorts() []uint32 {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+func (x *Detect) GetTransports() []uint32 {
+	if x != nil {
+		return x.Transports
+	}
+	return nil
+}
+
+func (x *Detect) GetClientPattern() string {
+	if x != nil {
+		return x.ClientPattern
+	}
+	return ""
+}
+
+func (x *Detect) GetServerPattern() string {
+	if x != nil {
+		return x.ServerPattern
+	}
+	return ""
+}
+
 type HealthStatus struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Status        string                 `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
@@ -364,7 +451,7 @@ type HealthStatus struct {
 
 func (x *HealthStatus) Reset() {
 	*x = HealthStatus{}
-	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[8]
+	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -376,7 +463,7 @@ func (x *HealthStatus) String() string {
 func (*HealthStatus) ProtoMessage() {}
 
 func (x *HealthStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[8]
+	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -389,7 +476,7 @@ func (x *HealthStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthStatus.ProtoReflect.Descriptor instead.
 func (*HealthStatus) Descriptor() ([]byte, []int) {
-	return file_quanyu_plugin_v1_plugin_proto_rawDescGZIP(), []int{8}
+	return file_quanyu_plugin_v1_plugin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *HealthStatus) GetStatus() string {
@@ -435,7 +522,7 @@ type CaptureConfig struct {
 
 func (x *CaptureConfig) Reset() {
 	*x = CaptureConfig{}
-	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[9]
+	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -447,7 +534,7 @@ func (x *CaptureConfig) String() string {
 func (*CaptureConfig) ProtoMessage() {}
 
 func (x *CaptureConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[9]
+	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -460,7 +547,7 @@ func (x *CaptureConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CaptureConfig.ProtoReflect.Descriptor instead.
 func (*CaptureConfig) Descriptor() ([]byte, []int) {
-	return file_quanyu_plugin_v1_plugin_proto_rawDescGZIP(), []int{9}
+	return file_quanyu_plugin_v1_plugin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CaptureConfig) GetHost() string {
@@ -557,7 +644,7 @@ type DecoderConfig struct {
 
 func (x *DecoderConfig) Reset() {
 	*x = DecoderConfig{}
-	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[10]
+	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -569,7 +656,7 @@ func (x *DecoderConfig) String() string {
 func (*DecoderConfig) ProtoMessage() {}
 
 func (x *DecoderConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[10]
+	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -582,7 +669,7 @@ func (x *DecoderConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecoderConfig.ProtoReflect.Descriptor instead.
 func (*DecoderConfig) Descriptor() ([]byte, []int) {
-	return file_quanyu_plugin_v1_plugin_proto_rawDescGZIP(), []int{10}
+	return file_quanyu_plugin_v1_plugin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DecoderConfig) GetSubscriptionsJson() []byte {
@@ -609,7 +696,7 @@ type SinkConfig struct {
 
 func (x *SinkConfig) Reset() {
 	*x = SinkConfig{}
-	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[11]
+	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -621,7 +708,7 @@ func (x *SinkConfig) String() string {
 func (*SinkConfig) ProtoMessage() {}
 
 func (x *SinkConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[11]
+	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -634,7 +721,7 @@ func (x *SinkConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkConfig.ProtoReflect.Descriptor instead.
 func (*SinkConfig) Descriptor() ([]byte, []int) {
-	return file_quanyu_plugin_v1_plugin_proto_rawDescGZIP(), []int{11}
+	return file_quanyu_plugin_v1_plugin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SinkConfig) GetHost() string {
@@ -661,7 +748,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[12]
+	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -673,7 +760,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[12]
+	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -686,7 +773,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_quanyu_plugin_v1_plugin_proto_rawDescGZIP(), []int{12}
+	return file_quanyu_plugin_v1_plugin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Endpoint) GetAddr() []byte {
@@ -713,7 +800,7 @@ type Counts struct {
 
 func (x *Counts) Reset() {
 	*x = Counts{}
-	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[13]
+	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -725,7 +812,7 @@ func (x *Counts) String() string {
 func (*Counts) ProtoMessage() {}
 
 func (x *Counts) ProtoReflect() protoreflect.Message {
-	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[13]
+	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -738,7 +825,7 @@ func (x *Counts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Counts.ProtoReflect.Descriptor instead.
 func (*Counts) Descriptor() ([]byte, []int) {
-	return file_quanyu_plugin_v1_plugin_proto_rawDescGZIP(), []int{13}
+	return file_quanyu_plugin_v1_plugin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Counts) GetPackets() uint64 {
@@ -778,13 +865,14 @@ type Flow struct {
 	ClientMac      []byte                 `protobuf:"bytes,19,opt,name=client_mac,json=clientMac,proto3" json:"client_mac,omitempty"`
 	ServerMac      []byte                 `protobuf:"bytes,20,opt,name=server_mac,json=serverMac,proto3" json:"server_mac,omitempty"`
 	Ifindex        int32                  `protobuf:"varint,21,opt,name=ifindex,proto3" json:"ifindex,omitempty"`
+	L7             *L7Summary             `protobuf:"bytes,22,opt,name=l7,proto3" json:"l7,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Flow) Reset() {
 	*x = Flow{}
-	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[14]
+	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -796,7 +884,7 @@ func (x *Flow) String() string {
 func (*Flow) ProtoMessage() {}
 
 func (x *Flow) ProtoReflect() protoreflect.Message {
-	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[14]
+	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -809,7 +897,7 @@ func (x *Flow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Flow.ProtoReflect.Descriptor instead.
 func (*Flow) Descriptor() ([]byte, []int) {
-	return file_quanyu_plugin_v1_plugin_proto_rawDescGZIP(), []int{14}
+	return file_quanyu_plugin_v1_plugin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Flow) GetHost() string {
@@ -959,6 +1047,82 @@ func (x *Flow) GetIfindex() int32 {
 	return 0
 }
 
+func (x *Flow) GetL7() *L7Summary {
+	if x != nil {
+		return x.L7
+	}
+	return nil
+}
+
+// L7Summary is what the decoders made of a flow in the record's window.
+type L7Summary struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Protocol      string                 `protobuf:"bytes,1,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	Transactions  uint64                 `protobuf:"varint,2,opt,name=transactions,proto3" json:"transactions,omitempty"`
+	Errors        uint64                 `protobuf:"varint,3,opt,name=errors,proto3" json:"errors,omitempty"`
+	Partial       uint64                 `protobuf:"varint,4,opt,name=partial,proto3" json:"partial,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *L7Summary) Reset() {
+	*x = L7Summary{}
+	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *L7Summary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*L7Summary) ProtoMessage() {}
+
+func (x *L7Summary) ProtoReflect() protoreflect.Message {
+	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use L7Summary.ProtoReflect.Descriptor instead.
+func (*L7Summary) Descriptor() ([]byte, []int) {
+	return file_quanyu_plugin_v1_plugin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *L7Summary) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *L7Summary) GetTransactions() uint64 {
+	if x != nil {
+		return x.Transactions
+	}
+	return 0
+}
+
+func (x *L7Summary) GetErrors() uint64 {
+	if x != nil {
+		return x.Errors
+	}
+	return 0
+}
+
+func (x *L7Summary) GetPartial() uint64 {
+	if x != nil {
+		return x.Partial
+	}
+	return 0
+}
+
 type Event struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
@@ -979,7 +1143,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[15]
+	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -991,7 +1155,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[15]
+	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1004,7 +1168,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_quanyu_plugin_v1_plugin_proto_rawDescGZIP(), []int{15}
+	return file_quanyu_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Event) GetKind() string {
@@ -1091,38 +1255,35 @@ func (x *Event) GetL7Frame() []byte {
 	return nil
 }
 
-type Sample struct {
+// SampleFlow is the identity of one conversation in a SampleBatch, sent once however many of
+// its samples the batch carries.
+type SampleFlow struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	CommunityId   string                 `protobuf:"bytes,1,opt,name=community_id,json=communityId,proto3" json:"community_id,omitempty"`
-	Transport     uint32                 `protobuf:"varint,2,opt,name=transport,proto3" json:"transport,omitempty"`
-	Client        *Endpoint              `protobuf:"bytes,3,opt,name=client,proto3" json:"client,omitempty"`
-	Server        *Endpoint              `protobuf:"bytes,4,opt,name=server,proto3" json:"server,omitempty"`
-	FromClient    bool                   `protobuf:"varint,5,opt,name=from_client,json=fromClient,proto3" json:"from_client,omitempty"`
-	TimeNs        int64                  `protobuf:"varint,6,opt,name=time_ns,json=timeNs,proto3" json:"time_ns,omitempty"`
-	Seq           uint32                 `protobuf:"varint,7,opt,name=seq,proto3" json:"seq,omitempty"`
-	Data          []byte                 `protobuf:"bytes,8,opt,name=data,proto3" json:"data,omitempty"`
-	WireLen       uint32                 `protobuf:"varint,9,opt,name=wire_len,json=wireLen,proto3" json:"wire_len,omitempty"`
-	Subscriptions []string               `protobuf:"bytes,10,rep,name=subscriptions,proto3" json:"subscriptions,omitempty"`
-	Nic           string                 `protobuf:"bytes,11,opt,name=nic,proto3" json:"nic,omitempty"`
+	Nic           string                 `protobuf:"bytes,2,opt,name=nic,proto3" json:"nic,omitempty"`
+	Transport     uint32                 `protobuf:"varint,3,opt,name=transport,proto3" json:"transport,omitempty"`
+	Client        *Endpoint              `protobuf:"bytes,4,opt,name=client,proto3" json:"client,omitempty"`
+	Server        *Endpoint              `protobuf:"bytes,5,opt,name=server,proto3" json:"server,omitempty"`
+	Subscriptions []string               `protobuf:"bytes,6,rep,name=subscriptions,proto3" json:"subscriptions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *Sample) Reset() {
-	*x = Sample{}
-	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[16]
+func (x *SampleFlow) Reset() {
+	*x = SampleFlow{}
+	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *Sample) String() string {
+func (x *SampleFlow) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*Sample) ProtoMessage() {}
+func (*SampleFlow) ProtoMessage() {}
 
-func (x *Sample) ProtoReflect() protoreflect.Message {
-	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[16]
+func (x *SampleFlow) ProtoReflect() protoreflect.Message {
+	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1133,98 +1294,68 @@ func (x *Sample) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use Sample.ProtoReflect.Descriptor instead.
-func (*Sample) Descriptor() ([]byte, []int) {
-	return file_quanyu_plugin_v1_plugin_proto_rawDescGZIP(), []int{16}
+// Deprecated: Use SampleFlow.ProtoReflect.Descriptor instead.
+func (*SampleFlow) Descriptor() ([]byte, []int) {
+	return file_quanyu_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
 }
 
-func (x *Sample) GetCommunityId() string {
+func (x *SampleFlow) GetCommunityId() string {
 	if x != nil {
 		return x.CommunityId
 	}
 	return ""
 }
 
-func (x *Sample) GetTransport() uint32 {
-	if x != nil {
-		return x.Transport
-	}
-	return 0
-}
-
-func (x *Sample) GetClient() *Endpoint {
-	if x != nil {
-		return x.Client
-	}
-	return nil
-}
-
-func (x *Sample) GetServer() *Endpoint {
-	if x != nil {
-		return x.Server
-	}
-	return nil
-}
-
-func (x *Sample) GetFromClient() bool {
-	if x != nil {
-		return x.FromClient
-	}
-	return false
-}
-
-func (x *Sample) GetTimeNs() int64 {
-	if x != nil {
-		return x.TimeNs
-	}
-	return 0
-}
-
-func (x *Sample) GetSeq() uint32 {
-	if x != nil {
-		return x.Seq
-	}
-	return 0
-}
-
-func (x *Sample) GetData() []byte {
-	if x != nil {
-		return x.Data
-	}
-	return nil
-}
-
-func (x *Sample) GetWireLen() uint32 {
-	if x != nil {
-		return x.WireLen
-	}
-	return 0
-}
-
-func (x *Sample) GetSubscriptions() []string {
-	if x != nil {
-		return x.Subscriptions
-	}
-	return nil
-}
-
-func (x *Sample) GetNic() string {
+func (x *SampleFlow) GetNic() string {
 	if x != nil {
 		return x.Nic
 	}
 	return ""
 }
 
+func (x *SampleFlow) GetTransport() uint32 {
+	if x != nil {
+		return x.Transport
+	}
+	return 0
+}
+
+func (x *SampleFlow) GetClient() *Endpoint {
+	if x != nil {
+		return x.Client
+	}
+	return nil
+}
+
+func (x *SampleFlow) GetServer() *Endpoint {
+	if x != nil {
+		return x.Server
+	}
+	return nil
+}
+
+func (x *SampleFlow) GetSubscriptions() []string {
+	if x != nil {
+		return x.Subscriptions
+	}
+	return nil
+}
+
+// SampleBatch carries payload samples. A message per sample cost more than decoding HTTP itself
+// (bench/RESULTS.md), so the samples are packed one after another in `packed`, each as
+// (little-endian): u32 index into flows, u8 flags (1 from client, 2 flow end), i64 time in Unix
+// nanoseconds, u32 TCP sequence number, u32 payload length on the wire, u32 data length, data.
 type SampleBatch struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Samples       []*Sample              `protobuf:"bytes,1,rep,name=samples,proto3" json:"samples,omitempty"`
+	Flows         []*SampleFlow          `protobuf:"bytes,2,rep,name=flows,proto3" json:"flows,omitempty"`
+	Packed        []byte                 `protobuf:"bytes,3,opt,name=packed,proto3" json:"packed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SampleBatch) Reset() {
 	*x = SampleBatch{}
-	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1236,7 +1367,7 @@ func (x *SampleBatch) String() string {
 func (*SampleBatch) ProtoMessage() {}
 
 func (x *SampleBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1249,12 +1380,19 @@ func (x *SampleBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SampleBatch.ProtoReflect.Descriptor instead.
 func (*SampleBatch) Descriptor() ([]byte, []int) {
-	return file_quanyu_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
+	return file_quanyu_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
 }
 
-func (x *SampleBatch) GetSamples() []*Sample {
+func (x *SampleBatch) GetFlows() []*SampleFlow {
 	if x != nil {
-		return x.Samples
+		return x.Flows
+	}
+	return nil
+}
+
+func (x *SampleBatch) GetPacked() []byte {
+	if x != nil {
+		return x.Packed
 	}
 	return nil
 }
@@ -1279,13 +1417,25 @@ type L7 struct {
 	Attributes    map[string]string      `protobuf:"bytes,16,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	Transport     uint32                 `protobuf:"varint,17,opt,name=transport,proto3" json:"transport,omitempty"`
 	Nic           string                 `protobuf:"bytes,18,opt,name=nic,proto3" json:"nic,omitempty"`
+	Flags         []string               `protobuf:"bytes,19,rep,name=flags,proto3" json:"flags,omitempty"`
+	Version       string                 `protobuf:"bytes,20,opt,name=version,proto3" json:"version,omitempty"`
+	UserAgent     string                 `protobuf:"bytes,21,opt,name=user_agent,json=userAgent,proto3" json:"user_agent,omitempty"`
+	ContentType   string                 `protobuf:"bytes,22,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
+	Query         string                 `protobuf:"bytes,23,opt,name=query,proto3" json:"query,omitempty"`
+	Qtype         string                 `protobuf:"bytes,24,opt,name=qtype,proto3" json:"qtype,omitempty"`
+	Rcode         string                 `protobuf:"bytes,25,opt,name=rcode,proto3" json:"rcode,omitempty"`
+	Answers       []string               `protobuf:"bytes,26,rep,name=answers,proto3" json:"answers,omitempty"`
+	// In a Decode answer: 1 + the index of the request's flow this record belongs to; the identity
+	// fields (transport, nic, client, server, community_id, subscriptions) are then left empty and
+	// taken from that flow. 0: the record carries its identity itself.
+	Flow          uint32 `protobuf:"varint,27,opt,name=flow,proto3" json:"flow,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *L7) Reset() {
 	*x = L7{}
-	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1297,7 +1447,7 @@ func (x *L7) String() string {
 func (*L7) ProtoMessage() {}
 
 func (x *L7) ProtoReflect() protoreflect.Message {
-	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1310,7 +1460,7 @@ func (x *L7) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use L7.ProtoReflect.Descriptor instead.
 func (*L7) Descriptor() ([]byte, []int) {
-	return file_quanyu_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
+	return file_quanyu_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *L7) GetProtocol() string {
@@ -1439,6 +1589,69 @@ func (x *L7) GetNic() string {
 	return ""
 }
 
+func (x *L7) GetFlags() []string {
+	if x != nil {
+		return x.Flags
+	}
+	return nil
+}
+
+func (x *L7) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *L7) GetUserAgent() string {
+	if x != nil {
+		return x.UserAgent
+	}
+	return ""
+}
+
+func (x *L7) GetContentType() string {
+	if x != nil {
+		return x.ContentType
+	}
+	return ""
+}
+
+func (x *L7) GetQuery() string {
+	if x != nil {
+		return x.Query
+	}
+	return ""
+}
+
+func (x *L7) GetQtype() string {
+	if x != nil {
+		return x.Qtype
+	}
+	return ""
+}
+
+func (x *L7) GetRcode() string {
+	if x != nil {
+		return x.Rcode
+	}
+	return ""
+}
+
+func (x *L7) GetAnswers() []string {
+	if x != nil {
+		return x.Answers
+	}
+	return nil
+}
+
+func (x *L7) GetFlow() uint32 {
+	if x != nil {
+		return x.Flow
+	}
+	return 0
+}
+
 type L7Batch struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Records       []*L7                  `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
@@ -1448,7 +1661,7 @@ type L7Batch struct {
 
 func (x *L7Batch) Reset() {
 	*x = L7Batch{}
-	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[19]
+	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1460,7 +1673,7 @@ func (x *L7Batch) String() string {
 func (*L7Batch) ProtoMessage() {}
 
 func (x *L7Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[19]
+	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1473,7 +1686,7 @@ func (x *L7Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use L7Batch.ProtoReflect.Descriptor instead.
 func (*L7Batch) Descriptor() ([]byte, []int) {
-	return file_quanyu_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
+	return file_quanyu_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *L7Batch) GetRecords() []*L7 {
@@ -1494,7 +1707,7 @@ type Stats struct {
 
 func (x *Stats) Reset() {
 	*x = Stats{}
-	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1506,7 +1719,7 @@ func (x *Stats) String() string {
 func (*Stats) ProtoMessage() {}
 
 func (x *Stats) ProtoReflect() protoreflect.Message {
-	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1519,7 +1732,7 @@ func (x *Stats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Stats.ProtoReflect.Descriptor instead.
 func (*Stats) Descriptor() ([]byte, []int) {
-	return file_quanyu_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
+	return file_quanyu_plugin_v1_plugin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Stats) GetSource() string {
@@ -1547,17 +1760,17 @@ type Batch struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Flows         []*Flow                `protobuf:"bytes,1,rep,name=flows,proto3" json:"flows,omitempty"`
 	Events        []*Event               `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
-	Samples       []*Sample              `protobuf:"bytes,3,rep,name=samples,proto3" json:"samples,omitempty"`
 	L7            []*L7                  `protobuf:"bytes,4,rep,name=l7,proto3" json:"l7,omitempty"`
 	Stats         []*Stats               `protobuf:"bytes,5,rep,name=stats,proto3" json:"stats,omitempty"`
 	InventoryJson []byte                 `protobuf:"bytes,6,opt,name=inventory_json,json=inventoryJson,proto3" json:"inventory_json,omitempty"`
+	Samples       *SampleBatch           `protobuf:"bytes,7,opt,name=samples,proto3" json:"samples,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1569,7 +1782,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_quanyu_plugin_v1_plugin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1582,7 +1795,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_quanyu_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
+	return file_quanyu_plugin_v1_plugin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Batch) GetFlows() []*Flow {
@@ -1595,13 +1808,6 @@ func (x *Batch) GetFlows() []*Flow {
 func (x *Batch) GetEvents() []*Event {
 	if x != nil {
 		return x.Events
-	}
-	return nil
-}
-
-func (x *Batch) GetSamples() []*Sample {
-	if x != nil {
-		return x.Samples
 	}
 	return nil
 }
@@ -1627,6 +1833,13 @@ func (x *Batch) GetInventoryJson() []byte {
 	return nil
 }
 
+func (x *Batch) GetSamples() *SampleBatch {
+	if x != nil {
+		return x.Samples
+	}
+	return nil
+}
+
 var File_quanyu_plugin_v1_plugin_proto protoreflect.FileDescriptor
 
 const file_quanyu_plugin_v1_plugin_proto_rawDesc = "" +
@@ -1639,14 +1852,23 @@ const file_quanyu_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x0fShutdownRequest\"\x12\n" +
 	"\x10ShutdownResponse\"\x13\n" +
 	"\x11ConfigureResponse\"\x0f\n" +
-	"\rWriteResponse\"\x90\x01\n" +
+	"\rWriteResponse\"\xc2\x01\n" +
 	"\n" +
 	"PluginInfo\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x12\x1c\n" +
 	"\tprotocols\x18\x04 \x03(\tR\tprotocols\x12\"\n" +
-	"\fcapabilities\x18\x05 \x03(\tR\fcapabilities\"\xc7\x01\n" +
+	"\fcapabilities\x18\x05 \x03(\tR\fcapabilities\x120\n" +
+	"\x06detect\x18\x06 \x03(\v2\x18.quanyu.plugin.v1.DetectR\x06detect\"\xb4\x01\n" +
+	"\x06Detect\x12\x1a\n" +
+	"\bprotocol\x18\x01 \x01(\tR\bprotocol\x12\x14\n" +
+	"\x05ports\x18\x04 \x03(\rR\x05ports\x12\x1e\n" +
+	"\n" +
+	"transports\x18\x05 \x03(\rR\n" +
+	"transports\x12%\n" +
+	"\x0eclient_pattern\x18\x06 \x01(\tR\rclientPattern\x12%\n" +
+	"\x0eserver_pattern\x18\a \x01(\tR\rserverPatternJ\x04\b\x02\x10\x03J\x04\b\x03\x10\x04\"\xc7\x01\n" +
 	"\fHealthStatus\x12\x16\n" +
 	"\x06status\x18\x01 \x01(\tR\x06status\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12H\n" +
@@ -1683,7 +1905,7 @@ const file_quanyu_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x04port\x18\x02 \x01(\rR\x04port\"=\n" +
 	"\x06Counts\x12\x18\n" +
 	"\apackets\x18\x01 \x01(\x04R\apackets\x12\x19\n" +
-	"\bip_bytes\x18\x02 \x01(\x04R\aipBytes\"\xc2\x05\n" +
+	"\bip_bytes\x18\x02 \x01(\x04R\aipBytes\"\xef\x05\n" +
 	"\x04Flow\x12\x12\n" +
 	"\x04host\x18\x01 \x01(\tR\x04host\x12\x10\n" +
 	"\x03nic\x18\x02 \x01(\tR\x03nic\x12\x14\n" +
@@ -1709,7 +1931,13 @@ const file_quanyu_plugin_v1_plugin_proto_rawDesc = "" +
 	"client_mac\x18\x13 \x01(\fR\tclientMac\x12\x1d\n" +
 	"\n" +
 	"server_mac\x18\x14 \x01(\fR\tserverMac\x12\x18\n" +
-	"\aifindex\x18\x15 \x01(\x05R\aifindex\"\xfa\x02\n" +
+	"\aifindex\x18\x15 \x01(\x05R\aifindex\x12+\n" +
+	"\x02l7\x18\x16 \x01(\v2\x1b.quanyu.plugin.v1.L7SummaryR\x02l7\"}\n" +
+	"\tL7Summary\x12\x1a\n" +
+	"\bprotocol\x18\x01 \x01(\tR\bprotocol\x12\"\n" +
+	"\ftransactions\x18\x02 \x01(\x04R\ftransactions\x12\x16\n" +
+	"\x06errors\x18\x03 \x01(\x04R\x06errors\x12\x18\n" +
+	"\apartial\x18\x04 \x01(\x04R\apartial\"\xfa\x02\n" +
 	"\x05Event\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x17\n" +
 	"\atime_ns\x18\x02 \x01(\x03R\x06timeNs\x12\x12\n" +
@@ -1723,23 +1951,18 @@ const file_quanyu_plugin_v1_plugin_proto_rawDesc = "" +
 	"\bl3_frame\x18\n" +
 	" \x01(\fR\al3Frame\x12\x19\n" +
 	"\bl4_frame\x18\v \x01(\fR\al4Frame\x12\x19\n" +
-	"\bl7_frame\x18\f \x01(\fR\al7Frame\"\xe4\x02\n" +
-	"\x06Sample\x12!\n" +
-	"\fcommunity_id\x18\x01 \x01(\tR\vcommunityId\x12\x1c\n" +
-	"\ttransport\x18\x02 \x01(\rR\ttransport\x122\n" +
-	"\x06client\x18\x03 \x01(\v2\x1a.quanyu.plugin.v1.EndpointR\x06client\x122\n" +
-	"\x06server\x18\x04 \x01(\v2\x1a.quanyu.plugin.v1.EndpointR\x06server\x12\x1f\n" +
-	"\vfrom_client\x18\x05 \x01(\bR\n" +
-	"fromClient\x12\x17\n" +
-	"\atime_ns\x18\x06 \x01(\x03R\x06timeNs\x12\x10\n" +
-	"\x03seq\x18\a \x01(\rR\x03seq\x12\x12\n" +
-	"\x04data\x18\b \x01(\fR\x04data\x12\x19\n" +
-	"\bwire_len\x18\t \x01(\rR\awireLen\x12$\n" +
-	"\rsubscriptions\x18\n" +
-	" \x03(\tR\rsubscriptions\x12\x10\n" +
-	"\x03nic\x18\v \x01(\tR\x03nic\"A\n" +
+	"\bl7_frame\x18\f \x01(\fR\al7Frame\"\xed\x01\n" +
+	"\n" +
+	"SampleFlow\x12!\n" +
+	"\fcommunity_id\x18\x01 \x01(\tR\vcommunityId\x12\x10\n" +
+	"\x03nic\x18\x02 \x01(\tR\x03nic\x12\x1c\n" +
+	"\ttransport\x18\x03 \x01(\rR\ttransport\x122\n" +
+	"\x06client\x18\x04 \x01(\v2\x1a.quanyu.plugin.v1.EndpointR\x06client\x122\n" +
+	"\x06server\x18\x05 \x01(\v2\x1a.quanyu.plugin.v1.EndpointR\x06server\x12$\n" +
+	"\rsubscriptions\x18\x06 \x03(\tR\rsubscriptions\"_\n" +
 	"\vSampleBatch\x122\n" +
-	"\asamples\x18\x01 \x03(\v2\x18.quanyu.plugin.v1.SampleR\asamples\"\x92\x05\n" +
+	"\x05flows\x18\x02 \x03(\v2\x1c.quanyu.plugin.v1.SampleFlowR\x05flows\x12\x16\n" +
+	"\x06packed\x18\x03 \x01(\fR\x06packedJ\x04\b\x01\x10\x02\"\xf4\x06\n" +
 	"\x02L7\x12\x1a\n" +
 	"\bprotocol\x18\x01 \x01(\tR\bprotocol\x12\x16\n" +
 	"\x06method\x18\x02 \x01(\tR\x06method\x12\x12\n" +
@@ -1762,7 +1985,17 @@ const file_quanyu_plugin_v1_plugin_proto_rawDesc = "" +
 	"attributes\x18\x10 \x03(\v2$.quanyu.plugin.v1.L7.AttributesEntryR\n" +
 	"attributes\x12\x1c\n" +
 	"\ttransport\x18\x11 \x01(\rR\ttransport\x12\x10\n" +
-	"\x03nic\x18\x12 \x01(\tR\x03nic\x1a=\n" +
+	"\x03nic\x18\x12 \x01(\tR\x03nic\x12\x14\n" +
+	"\x05flags\x18\x13 \x03(\tR\x05flags\x12\x18\n" +
+	"\aversion\x18\x14 \x01(\tR\aversion\x12\x1d\n" +
+	"\n" +
+	"user_agent\x18\x15 \x01(\tR\tuserAgent\x12!\n" +
+	"\fcontent_type\x18\x16 \x01(\tR\vcontentType\x12\x14\n" +
+	"\x05query\x18\x17 \x01(\tR\x05query\x12\x14\n" +
+	"\x05qtype\x18\x18 \x01(\tR\x05qtype\x12\x14\n" +
+	"\x05rcode\x18\x19 \x01(\tR\x05rcode\x12\x18\n" +
+	"\aanswers\x18\x1a \x03(\tR\aanswers\x12\x12\n" +
+	"\x04flow\x18\x1b \x01(\rR\x04flow\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"9\n" +
@@ -1774,14 +2007,14 @@ const file_quanyu_plugin_v1_plugin_proto_rawDesc = "" +
 	"\bcounters\x18\x03 \x03(\v2%.quanyu.plugin.v1.Stats.CountersEntryR\bcounters\x1a;\n" +
 	"\rCountersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x96\x02\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xa1\x02\n" +
 	"\x05Batch\x12,\n" +
 	"\x05flows\x18\x01 \x03(\v2\x16.quanyu.plugin.v1.FlowR\x05flows\x12/\n" +
-	"\x06events\x18\x02 \x03(\v2\x17.quanyu.plugin.v1.EventR\x06events\x122\n" +
-	"\asamples\x18\x03 \x03(\v2\x18.quanyu.plugin.v1.SampleR\asamples\x12$\n" +
+	"\x06events\x18\x02 \x03(\v2\x17.quanyu.plugin.v1.EventR\x06events\x12$\n" +
 	"\x02l7\x18\x04 \x03(\v2\x14.quanyu.plugin.v1.L7R\x02l7\x12-\n" +
 	"\x05stats\x18\x05 \x03(\v2\x17.quanyu.plugin.v1.StatsR\x05stats\x12%\n" +
-	"\x0einventory_json\x18\x06 \x01(\fR\rinventoryJson2\xff\x02\n" +
+	"\x0einventory_json\x18\x06 \x01(\fR\rinventoryJson\x127\n" +
+	"\asamples\x18\a \x01(\v2\x1d.quanyu.plugin.v1.SampleBatchR\asamplesJ\x04\b\x03\x10\x042\xff\x02\n" +
 	"\aCapture\x12C\n" +
 	"\x04Info\x12\x1d.quanyu.plugin.v1.InfoRequest\x1a\x1c.quanyu.plugin.v1.PluginInfo\x12Q\n" +
 	"\tConfigure\x12\x1f.quanyu.plugin.v1.CaptureConfig\x1a#.quanyu.plugin.v1.ConfigureResponse\x12I\n" +
@@ -1813,7 +2046,7 @@ func file_quanyu_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 	return file_quanyu_plugin_v1_plugin_proto_rawDescData
 }
 
-var file_quanyu_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_quanyu_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_quanyu_plugin_v1_plugin_proto_goTypes = []any{
 	(*InfoRequest)(nil),       // 0: quanyu.plugin.v1.InfoRequest
 	(*HealthRequest)(nil),     // 1: quanyu.plugin.v1.HealthRequest
@@ -1823,80 +2056,84 @@ var file_quanyu_plugin_v1_plugin_proto_goTypes = []any{
 	(*ConfigureResponse)(nil), // 5: quanyu.plugin.v1.ConfigureResponse
 	(*WriteResponse)(nil),     // 6: quanyu.plugin.v1.WriteResponse
 	(*PluginInfo)(nil),        // 7: quanyu.plugin.v1.PluginInfo
-	(*HealthStatus)(nil),      // 8: quanyu.plugin.v1.HealthStatus
-	(*CaptureConfig)(nil),     // 9: quanyu.plugin.v1.CaptureConfig
-	(*DecoderConfig)(nil),     // 10: quanyu.plugin.v1.DecoderConfig
-	(*SinkConfig)(nil),        // 11: quanyu.plugin.v1.SinkConfig
-	(*Endpoint)(nil),          // 12: quanyu.plugin.v1.Endpoint
-	(*Counts)(nil),            // 13: quanyu.plugin.v1.Counts
-	(*Flow)(nil),              // 14: quanyu.plugin.v1.Flow
-	(*Event)(nil),             // 15: quanyu.plugin.v1.Event
-	(*Sample)(nil),            // 16: quanyu.plugin.v1.Sample
-	(*SampleBatch)(nil),       // 17: quanyu.plugin.v1.SampleBatch
-	(*L7)(nil),                // 18: quanyu.plugin.v1.L7
-	(*L7Batch)(nil),           // 19: quanyu.plugin.v1.L7Batch
-	(*Stats)(nil),             // 20: quanyu.plugin.v1.Stats
-	(*Batch)(nil),             // 21: quanyu.plugin.v1.Batch
-	nil,                       // 22: quanyu.plugin.v1.HealthStatus.CountersEntry
-	nil,                       // 23: quanyu.plugin.v1.L7.AttributesEntry
-	nil,                       // 24: quanyu.plugin.v1.Stats.CountersEntry
+	(*Detect)(nil),            // 8: quanyu.plugin.v1.Detect
+	(*HealthStatus)(nil),      // 9: quanyu.plugin.v1.HealthStatus
+	(*CaptureConfig)(nil),     // 10: quanyu.plugin.v1.CaptureConfig
+	(*DecoderConfig)(nil),     // 11: quanyu.plugin.v1.DecoderConfig
+	(*SinkConfig)(nil),        // 12: quanyu.plugin.v1.SinkConfig
+	(*Endpoint)(nil),          // 13: quanyu.plugin.v1.Endpoint
+	(*Counts)(nil),            // 14: quanyu.plugin.v1.Counts
+	(*Flow)(nil),              // 15: quanyu.plugin.v1.Flow
+	(*L7Summary)(nil),         // 16: quanyu.plugin.v1.L7Summary
+	(*Event)(nil),             // 17: quanyu.plugin.v1.Event
+	(*SampleFlow)(nil),        // 18: quanyu.plugin.v1.SampleFlow
+	(*SampleBatch)(nil),       // 19: quanyu.plugin.v1.SampleBatch
+	(*L7)(nil),                // 20: quanyu.plugin.v1.L7
+	(*L7Batch)(nil),           // 21: quanyu.plugin.v1.L7Batch
+	(*Stats)(nil),             // 22: quanyu.plugin.v1.Stats
+	(*Batch)(nil),             // 23: quanyu.plugin.v1.Batch
+	nil,                       // 24: quanyu.plugin.v1.HealthStatus.CountersEntry
+	nil,                       // 25: quanyu.plugin.v1.L7.AttributesEntry
+	nil,                       // 26: quanyu.plugin.v1.Stats.CountersEntry
 }
 var file_quanyu_plugin_v1_plugin_proto_depIdxs = []int32{
-	22, // 0: quanyu.plugin.v1.HealthStatus.counters:type_name -> quanyu.plugin.v1.HealthStatus.CountersEntry
-	12, // 1: quanyu.plugin.v1.Flow.client:type_name -> quanyu.plugin.v1.Endpoint
-	12, // 2: quanyu.plugin.v1.Flow.server:type_name -> quanyu.plugin.v1.Endpoint
-	13, // 3: quanyu.plugin.v1.Flow.client_to_server:type_name -> quanyu.plugin.v1.Counts
-	13, // 4: quanyu.plugin.v1.Flow.server_to_client:type_name -> quanyu.plugin.v1.Counts
-	12, // 5: quanyu.plugin.v1.Event.client:type_name -> quanyu.plugin.v1.Endpoint
-	12, // 6: quanyu.plugin.v1.Event.server:type_name -> quanyu.plugin.v1.Endpoint
-	12, // 7: quanyu.plugin.v1.Sample.client:type_name -> quanyu.plugin.v1.Endpoint
-	12, // 8: quanyu.plugin.v1.Sample.server:type_name -> quanyu.plugin.v1.Endpoint
-	16, // 9: quanyu.plugin.v1.SampleBatch.samples:type_name -> quanyu.plugin.v1.Sample
-	12, // 10: quanyu.plugin.v1.L7.client:type_name -> quanyu.plugin.v1.Endpoint
-	12, // 11: quanyu.plugin.v1.L7.server:type_name -> quanyu.plugin.v1.Endpoint
-	23, // 12: quanyu.plugin.v1.L7.attributes:type_name -> quanyu.plugin.v1.L7.AttributesEntry
-	18, // 13: quanyu.plugin.v1.L7Batch.records:type_name -> quanyu.plugin.v1.L7
-	24, // 14: quanyu.plugin.v1.Stats.counters:type_name -> quanyu.plugin.v1.Stats.CountersEntry
-	14, // 15: quanyu.plugin.v1.Batch.flows:type_name -> quanyu.plugin.v1.Flow
-	15, // 16: quanyu.plugin.v1.Batch.events:type_name -> quanyu.plugin.v1.Event
-	16, // 17: quanyu.plugin.v1.Batch.samples:type_name -> quanyu.plugin.v1.Sample
-	18, // 18: quanyu.plugin.v1.Batch.l7:type_name -> quanyu.plugin.v1.L7
-	20, // 19: quanyu.plugin.v1.Batch.stats:type_name -> quanyu.plugin.v1.Stats
-	0,  // 20: quanyu.plugin.v1.Capture.Info:input_type -> quanyu.plugin.v1.InfoRequest
-	9,  // 21: quanyu.plugin.v1.Capture.Configure:input_type -> quanyu.plugin.v1.CaptureConfig
-	1,  // 22: quanyu.plugin.v1.Capture.Health:input_type -> quanyu.plugin.v1.HealthRequest
-	2,  // 23: quanyu.plugin.v1.Capture.Run:input_type -> quanyu.plugin.v1.RunRequest
-	3,  // 24: quanyu.plugin.v1.Capture.Shutdown:input_type -> quanyu.plugin.v1.ShutdownRequest
-	0,  // 25: quanyu.plugin.v1.Decoder.Info:input_type -> quanyu.plugin.v1.InfoRequest
-	10, // 26: quanyu.plugin.v1.Decoder.Configure:input_type -> quanyu.plugin.v1.DecoderConfig
-	1,  // 27: quanyu.plugin.v1.Decoder.Health:input_type -> quanyu.plugin.v1.HealthRequest
-	17, // 28: quanyu.plugin.v1.Decoder.Decode:input_type -> quanyu.plugin.v1.SampleBatch
-	3,  // 29: quanyu.plugin.v1.Decoder.Shutdown:input_type -> quanyu.plugin.v1.ShutdownRequest
-	0,  // 30: quanyu.plugin.v1.Sink.Info:input_type -> quanyu.plugin.v1.InfoRequest
-	11, // 31: quanyu.plugin.v1.Sink.Configure:input_type -> quanyu.plugin.v1.SinkConfig
-	1,  // 32: quanyu.plugin.v1.Sink.Health:input_type -> quanyu.plugin.v1.HealthRequest
-	21, // 33: quanyu.plugin.v1.Sink.Write:input_type -> quanyu.plugin.v1.Batch
-	3,  // 34: quanyu.plugin.v1.Sink.Shutdown:input_type -> quanyu.plugin.v1.ShutdownRequest
-	7,  // 35: quanyu.plugin.v1.Capture.Info:output_type -> quanyu.plugin.v1.PluginInfo
-	5,  // 36: quanyu.plugin.v1.Capture.Configure:output_type -> quanyu.plugin.v1.ConfigureResponse
-	8,  // 37: quanyu.plugin.v1.Capture.Health:output_type -> quanyu.plugin.v1.HealthStatus
-	21, // 38: quanyu.plugin.v1.Capture.Run:output_type -> quanyu.plugin.v1.Batch
-	4,  // 39: quanyu.plugin.v1.Capture.Shutdown:output_type -> quanyu.plugin.v1.ShutdownResponse
-	7,  // 40: quanyu.plugin.v1.Decoder.Info:output_type -> quanyu.plugin.v1.PluginInfo
-	5,  // 41: quanyu.plugin.v1.Decoder.Configure:output_type -> quanyu.plugin.v1.ConfigureResponse
-	8,  // 42: quanyu.plugin.v1.Decoder.Health:output_type -> quanyu.plugin.v1.HealthStatus
-	19, // 43: quanyu.plugin.v1.Decoder.Decode:output_type -> quanyu.plugin.v1.L7Batch
-	4,  // 44: quanyu.plugin.v1.Decoder.Shutdown:output_type -> quanyu.plugin.v1.ShutdownResponse
-	7,  // 45: quanyu.plugin.v1.Sink.Info:output_type -> quanyu.plugin.v1.PluginInfo
-	5,  // 46: quanyu.plugin.v1.Sink.Configure:output_type -> quanyu.plugin.v1.ConfigureResponse
-	8,  // 47: quanyu.plugin.v1.Sink.Health:output_type -> quanyu.plugin.v1.HealthStatus
-	6,  // 48: quanyu.plugin.v1.Sink.Write:output_type -> quanyu.plugin.v1.WriteResponse
-	4,  // 49: quanyu.plugin.v1.Sink.Shutdown:output_type -> quanyu.plugin.v1.ShutdownResponse
-	35, // [35:50] is the sub-list for method output_type
-	20, // [20:35] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	8,  // 0: quanyu.plugin.v1.PluginInfo.detect:type_name -> quanyu.plugin.v1.Detect
+	24, // 1: quanyu.plugin.v1.HealthStatus.counters:type_name -> quanyu.plugin.v1.HealthStatus.CountersEntry
+	13, // 2: quanyu.plugin.v1.Flow.client:type_name -> quanyu.plugin.v1.Endpoint
+	13, // 3: quanyu.plugin.v1.Flow.server:type_name -> quanyu.plugin.v1.Endpoint
+	14, // 4: quanyu.plugin.v1.Flow.client_to_server:type_name -> quanyu.plugin.v1.Counts
+	14, // 5: quanyu.plugin.v1.Flow.server_to_client:type_name -> quanyu.plugin.v1.Counts
+	16, // 6: quanyu.plugin.v1.Flow.l7:type_name -> quanyu.plugin.v1.L7Summary
+	13, // 7: quanyu.plugin.v1.Event.client:type_name -> quanyu.plugin.v1.Endpoint
+	13, // 8: quanyu.plugin.v1.Event.server:type_name -> quanyu.plugin.v1.Endpoint
+	13, // 9: quanyu.plugin.v1.SampleFlow.client:type_name -> quanyu.plugin.v1.Endpoint
+	13, // 10: quanyu.plugin.v1.SampleFlow.server:type_name -> quanyu.plugin.v1.Endpoint
+	18, // 11: quanyu.plugin.v1.SampleBatch.flows:type_name -> quanyu.plugin.v1.SampleFlow
+	13, // 12: quanyu.plugin.v1.L7.client:type_name -> quanyu.plugin.v1.Endpoint
+	13, // 13: quanyu.plugin.v1.L7.server:type_name -> quanyu.plugin.v1.Endpoint
+	25, // 14: quanyu.plugin.v1.L7.attributes:type_name -> quanyu.plugin.v1.L7.AttributesEntry
+	20, // 15: quanyu.plugin.v1.L7Batch.records:type_name -> quanyu.plugin.v1.L7
+	26, // 16: quanyu.plugin.v1.Stats.counters:type_name -> quanyu.plugin.v1.Stats.CountersEntry
+	15, // 17: quanyu.plugin.v1.Batch.flows:type_name -> quanyu.plugin.v1.Flow
+	17, // 18: quanyu.plugin.v1.Batch.events:type_name -> quanyu.plugin.v1.Event
+	20, // 19: quanyu.plugin.v1.Batch.l7:type_name -> quanyu.plugin.v1.L7
+	22, // 20: quanyu.plugin.v1.Batch.stats:type_name -> quanyu.plugin.v1.Stats
+	19, // 21: quanyu.plugin.v1.Batch.samples:type_name -> quanyu.plugin.v1.SampleBatch
+	0,  // 22: quanyu.plugin.v1.Capture.Info:input_type -> quanyu.plugin.v1.InfoRequest
+	10, // 23: quanyu.plugin.v1.Capture.Configure:input_type -> quanyu.plugin.v1.CaptureConfig
+	1,  // 24: quanyu.plugin.v1.Capture.Health:input_type -> quanyu.plugin.v1.HealthRequest
+	2,  // 25: quanyu.plugin.v1.Capture.Run:input_type -> quanyu.plugin.v1.RunRequest
+	3,  // 26: quanyu.plugin.v1.Capture.Shutdown:input_type -> quanyu.plugin.v1.ShutdownRequest
+	0,  // 27: quanyu.plugin.v1.Decoder.Info:input_type -> quanyu.plugin.v1.InfoRequest
+	11, // 28: quanyu.plugin.v1.Decoder.Configure:input_type -> quanyu.plugin.v1.DecoderConfig
+	1,  // 29: quanyu.plugin.v1.Decoder.Health:input_type -> quanyu.plugin.v1.HealthRequest
+	19, // 30: quanyu.plugin.v1.Decoder.Decode:input_type -> quanyu.plugin.v1.SampleBatch
+	3,  // 31: quanyu.plugin.v1.Decoder.Shutdown:input_type -> quanyu.plugin.v1.ShutdownRequest
+	0,  // 32: quanyu.plugin.v1.Sink.Info:input_type -> quanyu.plugin.v1.InfoRequest
+	12, // 33: quanyu.plugin.v1.Sink.Configure:input_type -> quanyu.plugin.v1.SinkConfig
+	1,  // 34: quanyu.plugin.v1.Sink.Health:input_type -> quanyu.plugin.v1.HealthRequest
+	23, // 35: quanyu.plugin.v1.Sink.Write:input_type -> quanyu.plugin.v1.Batch
+	3,  // 36: quanyu.plugin.v1.Sink.Shutdown:input_type -> quanyu.plugin.v1.ShutdownRequest
+	7,  // 37: quanyu.plugin.v1.Capture.Info:output_type -> quanyu.plugin.v1.PluginInfo
+	5,  // 38: quanyu.plugin.v1.Capture.Configure:output_type -> quanyu.plugin.v1.ConfigureResponse
+	9,  // 39: quanyu.plugin.v1.Capture.Health:output_type -> quanyu.plugin.v1.HealthStatus
+	23, // 40: quanyu.plugin.v1.Capture.Run:output_type -> quanyu.plugin.v1.Batch
+	4,  // 41: quanyu.plugin.v1.Capture.Shutdown:output_type -> quanyu.plugin.v1.ShutdownResponse
+	7,  // 42: quanyu.plugin.v1.Decoder.Info:output_type -> quanyu.plugin.v1.PluginInfo
+	5,  // 43: quanyu.plugin.v1.Decoder.Configure:output_type -> quanyu.plugin.v1.ConfigureResponse
+	9,  // 44: quanyu.plugin.v1.Decoder.Health:output_type -> quanyu.plugin.v1.HealthStatus
+	21, // 45: quanyu.plugin.v1.Decoder.Decode:output_type -> quanyu.plugin.v1.L7Batch
+	4,  // 46: quanyu.plugin.v1.Decoder.Shutdown:output_type -> quanyu.plugin.v1.ShutdownResponse
+	7,  // 47: quanyu.plugin.v1.Sink.Info:output_type -> quanyu.plugin.v1.PluginInfo
+	5,  // 48: quanyu.plugin.v1.Sink.Configure:output_type -> quanyu.plugin.v1.ConfigureResponse
+	9,  // 49: quanyu.plugin.v1.Sink.Health:output_type -> quanyu.plugin.v1.HealthStatus
+	6,  // 50: quanyu.plugin.v1.Sink.Write:output_type -> quanyu.plugin.v1.WriteResponse
+	4,  // 51: quanyu.plugin.v1.Sink.Shutdown:output_type -> quanyu.plugin.v1.ShutdownResponse
+	37, // [37:52] is the sub-list for method output_type
+	22, // [22:37] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_quanyu_plugin_v1_plugin_proto_init() }
@@ -1910,7 +2147,7 @@ func file_quanyu_plugin_v1_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_quanyu_plugin_v1_plugin_proto_rawDesc), len(file_quanyu_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -167,7 +167,7 @@ type CaptureNicKey struct {
 type CaptureSampleEvent struct {
 	_    structs.HostLayout
 	H    CaptureEventHeader
-	Data [1024]uint8
+	Data [4096]uint8
 }
 
 // Names of all BPF objects in the ELF.
@@ -189,6 +189,7 @@ const (
 	CaptureMapPortExcl          = "port_excl"
 	CaptureMapPortIncl          = "port_incl"
 	CaptureMapProtos            = "protos"
+	CaptureMapSampleScratch     = "sample_scratch"
 	CaptureMapSets              = "sets"
 	CaptureProgQuanyuCapture    = "quanyu_capture"
 	CaptureVarUnusedCounter     = "unused_counter"
@@ -247,22 +248,23 @@ type CaptureProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type CaptureMapSpecs struct {
-	Config   *ebpf.MapSpec `ebpf:"config"`
-	Counters *ebpf.MapSpec `ebpf:"counters"`
-	Events   *ebpf.MapSpec `ebpf:"events"`
-	ExclV4   *ebpf.MapSpec `ebpf:"excl_v4"`
-	ExclV6   *ebpf.MapSpec `ebpf:"excl_v6"`
-	Flows    *ebpf.MapSpec `ebpf:"flows"`
-	Frags    *ebpf.MapSpec `ebpf:"frags"`
-	InclV4   *ebpf.MapSpec `ebpf:"incl_v4"`
-	InclV6   *ebpf.MapSpec `ebpf:"incl_v6"`
-	L7flows  *ebpf.MapSpec `ebpf:"l7flows"`
-	LastFull *ebpf.MapSpec `ebpf:"last_full"`
-	Nics     *ebpf.MapSpec `ebpf:"nics"`
-	PortExcl *ebpf.MapSpec `ebpf:"port_excl"`
-	PortIncl *ebpf.MapSpec `ebpf:"port_incl"`
-	Protos   *ebpf.MapSpec `ebpf:"protos"`
-	Sets     *ebpf.MapSpec `ebpf:"sets"`
+	Config        *ebpf.MapSpec `ebpf:"config"`
+	Counters      *ebpf.MapSpec `ebpf:"counters"`
+	Events        *ebpf.MapSpec `ebpf:"events"`
+	ExclV4        *ebpf.MapSpec `ebpf:"excl_v4"`
+	ExclV6        *ebpf.MapSpec `ebpf:"excl_v6"`
+	Flows         *ebpf.MapSpec `ebpf:"flows"`
+	Frags         *ebpf.MapSpec `ebpf:"frags"`
+	InclV4        *ebpf.MapSpec `ebpf:"incl_v4"`
+	InclV6        *ebpf.MapSpec `ebpf:"incl_v6"`
+	L7flows       *ebpf.MapSpec `ebpf:"l7flows"`
+	LastFull      *ebpf.MapSpec `ebpf:"last_full"`
+	Nics          *ebpf.MapSpec `ebpf:"nics"`
+	PortExcl      *ebpf.MapSpec `ebpf:"port_excl"`
+	PortIncl      *ebpf.MapSpec `ebpf:"port_incl"`
+	Protos        *ebpf.MapSpec `ebpf:"protos"`
+	SampleScratch *ebpf.MapSpec `ebpf:"sample_scratch"`
+	Sets          *ebpf.MapSpec `ebpf:"sets"`
 }
 
 // CaptureVariableSpecs contains global variables before they are loaded into the kernel.
@@ -296,22 +298,23 @@ func (o *CaptureObjects) Close() error {
 //
 // It can be passed to LoadCaptureObjects or ebpf.CollectionSpec.LoadAndAssign.
 type CaptureMaps struct {
-	Config   *ebpf.Map `ebpf:"config"`
-	Counters *ebpf.Map `ebpf:"counters"`
-	Events   *ebpf.Map `ebpf:"events"`
-	ExclV4   *ebpf.Map `ebpf:"excl_v4"`
-	ExclV6   *ebpf.Map `ebpf:"excl_v6"`
-	Flows    *ebpf.Map `ebpf:"flows"`
-	Frags    *ebpf.Map `ebpf:"frags"`
-	InclV4   *ebpf.Map `ebpf:"incl_v4"`
-	InclV6   *ebpf.Map `ebpf:"incl_v6"`
-	L7flows  *ebpf.Map `ebpf:"l7flows"`
-	LastFull *ebpf.Map `ebpf:"last_full"`
-	Nics     *ebpf.Map `ebpf:"nics"`
-	PortExcl *ebpf.Map `ebpf:"port_excl"`
-	PortIncl *ebpf.Map `ebpf:"port_incl"`
-	Protos   *ebpf.Map `ebpf:"protos"`
-	Sets     *ebpf.Map `ebpf:"sets"`
+	Config        *ebpf.Map `ebpf:"config"`
+	Counters      *ebpf.Map `ebpf:"counters"`
+	Events        *ebpf.Map `ebpf:"events"`
+	ExclV4        *ebpf.Map `ebpf:"excl_v4"`
+	ExclV6        *ebpf.Map `ebpf:"excl_v6"`
+	Flows         *ebpf.Map `ebpf:"flows"`
+	Frags         *ebpf.Map `ebpf:"frags"`
+	InclV4        *ebpf.Map `ebpf:"incl_v4"`
+	InclV6        *ebpf.Map `ebpf:"incl_v6"`
+	L7flows       *ebpf.Map `ebpf:"l7flows"`
+	LastFull      *ebpf.Map `ebpf:"last_full"`
+	Nics          *ebpf.Map `ebpf:"nics"`
+	PortExcl      *ebpf.Map `ebpf:"port_excl"`
+	PortIncl      *ebpf.Map `ebpf:"port_incl"`
+	Protos        *ebpf.Map `ebpf:"protos"`
+	SampleScratch *ebpf.Map `ebpf:"sample_scratch"`
+	Sets          *ebpf.Map `ebpf:"sets"`
 }
 
 func (m *CaptureMaps) Close() error {
@@ -331,6 +334,7 @@ func (m *CaptureMaps) Close() error {
 		m.PortExcl,
 		m.PortIncl,
 		m.Protos,
+		m.SampleScratch,
 		m.Sets,
 	)
 }

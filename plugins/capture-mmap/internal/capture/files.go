@@ -54,6 +54,7 @@ func (c *Capture) runFiles(ctx context.Context, cfg *config, out sdk.Emitter) er
 	if err != nil {
 		return fmt.Errorf("building the flow table: %w", err)
 	}
+	table.OnSample(snd.AddSample)
 	sendDone := make(chan error, 1)
 	go func() { sendDone <- snd.Run(ctx, out) }()
 

@@ -71,6 +71,7 @@ func (c *Capture) runLive(ctx context.Context, out sdk.Emitter) error {
 	if err != nil {
 		return fmt.Errorf("building the flow table: %w", err)
 	}
+	l.table.OnSample(l.snd.AddSample)
 	sendDone := make(chan error, 1)
 	go func() { sendDone <- l.snd.Run(ctx, out) }()
 

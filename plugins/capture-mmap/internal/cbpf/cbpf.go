@@ -105,12 +105,12 @@ func Compile(subs []sdk.Subscription, nic string, opts Options) (Program, error)
 	var plans []plan
 	for i := range subs {
 		if m.MatchNIC(i, nic) {
-			plans = append(plans, newPlan(&subs[i], snap))
+			plans = append(plans, newPlan(&subs[i], snapFor(&subs[i], snap)))
 		}
 	}
 	// The first subscription that matches returns its snap length, so testing the ones with the
-	// larger snap first returns the largest any matching subscription asks for. All share
-	// opts.SnapLen today; L7 payload sampling will give some a larger one.
+	// larger snap first returns the largest any matching subscription asks for: an L7
+	// subscription keeps its payload bytes beyond the headers.
 	slices.SortStableFunc(plans, func(a, b plan) int { return cmp.Compare(b.snap, a.snap) })
 	prog := Program{Exact: true}
 	for _, p := range plans {
@@ -239,4 +239,13 @@ func disassemble(pc int, ri bpf.RawInstruction) string {
 		return s.String()
 	}
 	return fmt.Sprintf("%#v", ri)
+}
+
+// snapFor is a subscription's snap length: the headers' for flow accounting, plus, when it asks
+// for L7 decoding, the payload bytes its decoders are to see.
+func snapFor(s *sdk.Subscription, snap uint32) uint32 {
+	if len(s.Spec.L7) == 0 || snap >= DefaultSnapLen {
+		return snap
+	}
+	return min(snap+uint32(s.Payload()), DefaultSnapLen)
 }

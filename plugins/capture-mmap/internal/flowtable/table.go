@@ -96,6 +96,10 @@ func (c Config) Validate() error {
 // Tick, SetMatcher and Flush, owns the record it is given, and must not call back into the table.
 type EmitFunc func(sdk.Flow)
 
+// SampleFunc receives the payload samples of flows an L7 subscription covers, under the same
+// rules as EmitFunc. A flow's samples come before its final record.
+type SampleFunc func(sdk.Sample)
+
 // Counter indexes. Names are in counterNames; parse errors follow them, one per packet.Error.
 const (
 	cFrames = iota
@@ -109,6 +113,7 @@ const (
 	cEvicted
 	cCreated
 	cRecords
+	cSamples
 	cParseError // first of packet.NumErrors entries
 	numCounters = cParseError + int(packet.NumErrors)
 )
@@ -125,6 +130,7 @@ var counterNames = [cParseError]string{
 	cEvicted:     "flow_table.evicted",
 	cCreated:     "flows.created",
 	cRecords:     "records",
+	cSamples:     "samples",
 }
 
 // Lists a flow is linked on. An open flow is on lruList (by last packet, for idle expiry and
@@ -248,6 +254,7 @@ type Table struct {
 	cfg     Config
 	matcher *sdk.Matcher
 	emit    EmitFunc
+	sample  SampleFunc
 
 	flows  []flow
 	cold   []flowCold
@@ -406,6 +413,39 @@ func (t *Table) add(ifindex int, nic string, now int64, frame []byte, p *packet.
 	}
 	t.last = s
 	t.account(s, fromA, now, p, tcp)
+	if t.sample != nil && p.PayloadLen > 0 && !p.NonFirstFragment() &&
+		(p.Protocol == packet.ProtoTCP || p.Protocol == packet.ProtoUDP) {
+		if l7, _ := t.matcher.L7(); t.cold[s].mask&l7 != 0 {
+			t.emitSample(s, fromA, now, frame, p)
+		}
+	}
+}
+
+// OnSample makes the table hand out payload samples of the flows an L7 subscription covers: the
+// start of every payload-carrying TCP or UDP packet, up to the subscriptions' payload bytes.
+func (t *Table) OnSample(fn SampleFunc) { t.sample = fn }
+
+func (t *Table) emitSample(s int32, fromA bool, now int64, frame []byte, p *packet.Packet) {
+	f, c := &t.flows[s], &t.cold[s]
+	if c.cid == "" {
+		c.cid = t.communityID(f, c)
+	}
+	_, payload := t.matcher.L7()
+	n := min(p.PayloadLen, payload)
+	ends := [2]sdk.Endpoint{{Addr: f.addrA(), Port: f.pa}, {Addr: f.addrB(), Port: f.pb}}
+	ci, si := f.clientSide()
+	side := 1
+	if fromA {
+		side = 0
+	}
+	t.counters[cSamples]++
+	t.sample(sdk.Sample{
+		CommunityID: c.cid, NIC: c.nic, Transport: sdk.Transport(f.proto),
+		Client: ends[ci], Server: ends[si], FromClient: side == ci,
+		Time: time.Unix(0, now).UTC(), Seq: p.TCPSeq,
+		Data:    append([]byte(nil), frame[p.PayloadOffset:p.PayloadOffset+n]...),
+		WireLen: p.PayloadWireLen, Subscriptions: t.matcher.IDs(c.mask),
+	})
 }
 
 func (t *Table) create(key *flowKey, h uint32, fromA bool, nic string, mask uint64, portsUnknown bool, now int64, p *packet.Packet) int32 {
