@@ -108,8 +108,23 @@ func testSwap(t *testing.T, backend string) {
 		}
 		return c.LocalAddr().(*net.UDPAddr).Port
 	}
+	// seen waits until the capture has counted n more packets than at base, so that what was sent
+	// is accounted before the test moves on, however busy the machine is.
+	packets := func() uint64 {
+		h, _ := agent.CaptureHealth(ctx)
+		return h.Counters["packets"]
+	}
+	seen := func(base, n uint64) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); packets() < base+n; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the capture counted %d packets of the %d sent", packets()-base, n)
+			}
+		}
+	}
+	base := packets()
 	first := send()
-	time.Sleep(200 * time.Millisecond)
+	seen(base, 10)
 
 	swap, err := sdk.ParseSubscriptions([]byte(`{"id":"no-2000","spec":{"L4Miss":["2000"]}}`))
 	if err != nil {
@@ -125,9 +140,11 @@ func testSwap(t *testing.T, backend string) {
 	if err := agent.SetSubscriptions(ctx, bad); !errors.Is(err, sdk.ErrRejected) || !strings.Contains(err.Error(), "no-such-nic9") {
 		t.Fatalf("a set naming a missing interface: %v", err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	base = packets()
 	second := send()
-	time.Sleep(200 * time.Millisecond)
+	// Port 2000 is filtered out now: only the five to port 1000 can be counted.
+	seen(base, 5)
+	time.Sleep(200 * time.Millisecond) // a dropped 2000 datagram would have been counted by now too
 
 	cancel()
 	stopped = true

@@ -99,8 +99,8 @@ func TestRestartAfterCrash(t *testing.T) {
 	}
 	select {
 	case <-changed:
-	case <-time.After(5 * time.Second):
-		t.Fatal("no restart within 5 s")
+	case <-time.After(30 * time.Second): // generous: CI runs packages side by side on two cores
+		t.Fatal("no restart within 30 s")
 	}
 	if _, gen := p.Current(); gen != 2 || p.Restarts() != 1 || configured.Load() != 2 || p.Pid() == old {
 		t.Fatalf("generation %d, restarts %d, configured %d times, pid %d (was %d)", gen, p.Restarts(), configured.Load(), p.Pid(), old)

@@ -86,6 +86,10 @@ func (c *Capture) runLive(ctx context.Context, k *kernel, out sdk.Emitter) error
 	defer flush.Stop()
 	rescan := time.NewTicker(time.Duration(cfg.opts.RescanIntervalMS) * time.Millisecond)
 	defer rescan.Stop()
+	// Health's counters are read from the kernel every second, not only at each scan: they are
+	// what an operator (and the agent's stats) watch between scans.
+	publish := time.NewTicker(time.Second)
+	defer publish.Stop()
 	l.publish()
 loop:
 	for {
@@ -110,6 +114,8 @@ loop:
 			l.scan(false)
 		case <-flush.C:
 			l.snd.Flush()
+		case <-publish.C:
+			l.publish()
 		case <-rescan.C:
 			if err := l.sync(cfg); err != nil {
 				c.log.Warn("re-reading interfaces", "err", err)
