@@ -23,6 +23,11 @@ build: ## Build bin/quanyu and the plugins into bin/plugins/
 		$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/plugins/quanyu-$$p ./plugins/$$p || exit 1; \
 	done
 
+.PHONY: otelcol
+otelcol: ## Build bin/otelcol, the stock OpenTelemetry Collector (OTLP only) that tests put before analysis
+	@mkdir -p $(BIN)
+	$(GO) build -C test/otelcol -o $(CURDIR)/$(BIN)/otelcol .
+
 .PHONY: test
 test: build ## Run every test (as root, the privileged ones too)
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
@@ -45,9 +50,10 @@ check-generated: generate ## Fail if the committed generated code differs from a
 	@git diff --exit-code -- $(GENERATED) || { echo "generated code is stale: run make generate and commit"; exit 1; }
 
 .PHONY: lint
-lint: ## gofmt and go vet
+lint: ## gofmt and go vet (the test collector's module too)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -C test/otelcol ./...
 
 .PHONY: bench
 bench: ## Run the benchmarks (results and commands are recorded in bench/RESULTS.md)

@@ -20,9 +20,9 @@ import (
 
 	"github.com/quanyu/quanyu/core/internal/decode"
 	"github.com/quanyu/quanyu/core/internal/inventory"
-	"github.com/quanyu/quanyu/core/internal/mixclient"
 	"github.com/quanyu/quanyu/core/internal/pipeline"
 	"github.com/quanyu/quanyu/core/internal/pluginhost"
+	"github.com/quanyu/quanyu/internal/mixwatch"
 	"github.com/quanyu/quanyu/sdk"
 )
 
@@ -53,7 +53,7 @@ type Agent struct {
 	fallbackReason string
 	subs           []sdk.Subscription
 	capture        *pluginhost.Plugin
-	mix            *mixclient.Client
+	mix            *mixwatch.Client
 	sinks          map[string]*pluginhost.Plugin
 	decoders       []*pluginhost.Plugin
 	stage          *decode.Stage // nil without decoders
@@ -231,7 +231,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	handles := map[string]pipeline.SinkHandle{}
 	for _, name := range a.cfg.Sinks {
 		pname := "sink-" + name
-		cfg := sdk.SinkConfig{Host: a.cfg.Host, Options: a.pluginOptions(pname)}
+		cfg := sdk.SinkConfig{Host: a.cfg.Host, AgentID: a.ID(), Options: a.pluginOptions(pname)}
 		p, err := a.host.Start(ctx, pname, sdk.KindSink, pluginhost.Options{
 			Restart: a.live(),
 			Configure: func(ctx context.Context, impl any) error {

@@ -3,22 +3,25 @@ package core
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 
 	"github.com/quanyu/quanyu/core/internal/inventory"
-	"github.com/quanyu/quanyu/core/internal/mixclient"
+	"github.com/quanyu/quanyu/internal/mixwatch"
 	"github.com/quanyu/quanyu/mix"
 	"github.com/quanyu/quanyu/mix/mixpb"
 	"github.com/quanyu/quanyu/sdk"
 )
 
 // mixClient builds the agent's client of mix.
-func (a *Agent) mixClient() *mixclient.Client {
+func (a *Agent) mixClient() *mixwatch.Client {
 	m := a.cfg.Mix
-	return &mixclient.Client{
+	return &mixwatch.Client{
 		Dial:           mix.DialOptions{Address: m.Address, Token: m.Token, CA: m.CA, Cert: m.Cert, Key: m.Key, ServerName: m.ServerName},
-		Agent:          mixAgent{a},
+		Peer:           mixAgent{a},
 		Log:            a.opts.Log.With("component", "mixclient"),
 		StatusInterval: m.StatusInterval,
+		Offline:        "capturing with the last subscription set",
 	}
 }
 
@@ -48,7 +51,14 @@ func (m mixAgent) Hello() *mixpb.Hello {
 	return h
 }
 
-func (m mixAgent) Apply(ctx context.Context, subs []sdk.Subscription) error {
+func (m mixAgent) Apply(ctx context.Context, push *mixpb.WatchResponse) error {
+	if len(push.SubscriptionsJson) == 0 {
+		return errors.New("a push without a subscription set")
+	}
+	subs, err := sdk.ParseSubscriptions(push.SubscriptionsJson)
+	if err != nil {
+		return fmt.Errorf("parsing the pushed set: %w", err)
+	}
 	return m.a.SetSubscriptions(ctx, subs)
 }
 

@@ -361,7 +361,7 @@ func (s *sinkServer) Info(ctx context.Context, _ *pb.InfoRequest) (*pb.PluginInf
 }
 
 func (s *sinkServer) Configure(ctx context.Context, req *pb.SinkConfig) (*pb.ConfigureResponse, error) {
-	err := s.impl.Configure(ctx, SinkConfig{Host: req.Host, Options: req.OptionsJson})
+	err := s.impl.Configure(ctx, SinkConfig{Host: req.Host, AgentID: req.AgentId, Options: req.OptionsJson})
 	return &pb.ConfigureResponse{}, toStatus(err)
 }
 
@@ -397,7 +397,7 @@ func (c *sinkClient) Info(ctx context.Context) (Info, error) {
 }
 
 func (c *sinkClient) Configure(ctx context.Context, cfg SinkConfig) error {
-	_, err := c.c.Configure(ctx, &pb.SinkConfig{Host: cfg.Host, OptionsJson: cfg.Options})
+	_, err := c.c.Configure(ctx, &pb.SinkConfig{Host: cfg.Host, AgentId: cfg.AgentID, OptionsJson: cfg.Options})
 	return fromStatus("configuring sink", err)
 }
 

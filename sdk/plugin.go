@@ -92,7 +92,10 @@ type DecoderConfig struct {
 
 // SinkConfig is what a sink plugin is told.
 type SinkConfig struct {
-	Host    string
+	Host string
+	// AgentID is the name mix knows the agent by (identity.id, else the host name): what tells two
+	// agents on one host apart downstream.
+	AgentID string
 	Options json.RawMessage
 }
 

@@ -81,10 +81,10 @@ func TestSinkRoundTrip(t *testing.T) {
 	if err != nil || info.Kind != sdk.KindSink || info.Name != "fake" {
 		t.Fatalf("info %+v, %v", info, err)
 	}
-	if err := sink.Configure(ctx, sdk.SinkConfig{Host: "h1", Options: []byte(`{"x":1}`)}); err != nil {
+	if err := sink.Configure(ctx, sdk.SinkConfig{Host: "h1", AgentID: "agent-7", Options: []byte(`{"x":1}`)}); err != nil {
 		t.Fatal(err)
 	}
-	if impl.cfg.Host != "h1" || string(impl.cfg.Options) != `{"x":1}` {
+	if impl.cfg.Host != "h1" || impl.cfg.AgentID != "agent-7" || string(impl.cfg.Options) != `{"x":1}` {
 		t.Fatalf("configuration arrived as %+v", impl.cfg)
 	}
 	err = sink.Configure(ctx, sdk.SinkConfig{Options: []byte(`{"bad":true}`)})

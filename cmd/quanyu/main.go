@@ -30,6 +30,7 @@ var commands = map[string]command{
 	"receiver": {"apply, list, get, delete alert receivers in mix", runResource("receiver")},
 	"settings": {"apply and get prediction settings in mix", runResource("settings")},
 	"agents":   {"list the agents mix knows and their state", runAgents},
+	"analysis": {"run analysis: OTLP in, the live service graph and its API out", runAnalysis},
 	"version":  {"print the version", runVersion},
 }
 

@@ -15,8 +15,25 @@
 //   - per-edge counters are metrics (MetricEdge*), with low-cardinality attributes only.
 //
 // The resource of every signal carries ResourceServiceName = ServiceAgent, host.name, and
-// AttrAgentID. Decode* read what sink-otlp writes back into sdk records, and are what analysis
-// uses on everything it receives, whoever sent it.
+// AttrAgentID. A record whose Host is not the resource's carries its own host.name attribute.
+// Decode* read what sink-otlp writes back into sdk records, and are what analysis uses on
+// everything it receives, whoever sent it.
+//
+// Encoding rules both sides keep:
+//   - times are Unix nanoseconds; a zero time.Time is written as 0 (or left out) and read back
+//     as the zero time; times read back are in UTC;
+//   - an attribute whose value is the zero value (empty string or list, 0, false) may be left
+//     out, and a missing attribute reads back as the zero value (lists as nil); the exceptions
+//     are the flow counts, the endpoints and network.transport, always written;
+//   - an L7 record's server.address (on spans) is its Host, else the server's IP. When the Host
+//     is itself an address literal, or the record is a log record, AttrL7Host carries it, so a
+//     reader can tell "Host: 10.0.0.1" from no Host at all;
+//   - an L7 record's Method is http.request.method on spans and AttrL7Method on log records (a
+//     DNS opcode is not an HTTP method);
+//   - metrics: MetricEdgeFlows counts the conversations that ended (flow records with Final
+//     set); MetricEdgeBytes and MetricEdgePackets add every flow record's counts. Their only
+//     attributes are AttrSourceAddress, AttrDestinationAddress, AttrDestinationPort and
+//     AttrNetworkTransport (and AttrIODirection): no Community ID, path or port of the client.
 package otlpschema
 
 // Resource attributes.
@@ -105,6 +122,15 @@ const (
 	AttrDNSRCode        = "quanyu.dns.response_code"  // string
 	AttrDNSAnswers      = "quanyu.dns.answers"        // string array
 	AttrL7Attributes    = "quanyu.l7.attributes"      // prefix: quanyu.l7.attributes.<key> = string
+	AttrL7Method        = "quanyu.l7.method"          // string: the method of an L7 log record (DNS: QUERY, …)
+	AttrL7Host          = "quanyu.l7.host"            // string: the Host, where server.address cannot carry it (see above)
+
+	// Read from other senders' HTTP server spans only; sink-otlp does not write them.
+	AttrHTTPMethodOriginal  = "http.request.method_original" // semconv; the method when http.request.method is "_OTHER"
+	AttrNetworkPeerAddress  = "network.peer.address"         // semconv; the client's IP on a server span
+	AttrNetworkPeerPort     = "network.peer.port"            // semconv
+	AttrNetworkLocalAddress = "network.local.address"        // semconv; the server's IP on a server span
+	AttrNetworkLocalPort    = "network.local.port"           // semconv
 )
 
 // Metrics: per edge (client address → server address:port, transport), cumulative sums.

@@ -1,5 +1,6 @@
 // Package testbin builds the quanyu binary and every plugin once per test process, so end-to-end
-// tests run the real programs, exactly as a user does.
+// tests run the real programs, exactly as a user does. It also builds and runs a stock
+// OpenTelemetry Collector (test/otelcol) for tests that put one between the agent and analysis.
 package testbin
 
 import (
@@ -95,9 +96,11 @@ func goBuild(root, out, pkg string) error {
 	return nil
 }
 
-// Cleanup removes the built binaries; call it from TestMain after m.Run.
+// Cleanup removes the built binaries, the collector's too; call it from TestMain after m.Run.
 func Cleanup() {
-	if dir != "" {
-		_ = os.RemoveAll(dir)
+	for _, d := range []string{dir, otelDir} {
+		if d != "" {
+			_ = os.RemoveAll(d)
+		}
 	}
 }

@@ -690,6 +690,7 @@ type SinkConfig struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Host          string                 `protobuf:"bytes,1,opt,name=host,proto3" json:"host,omitempty"`
 	OptionsJson   []byte                 `protobuf:"bytes,2,opt,name=options_json,json=optionsJson,proto3" json:"options_json,omitempty"`
+	AgentId       string                 `protobuf:"bytes,3,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -736,6 +737,13 @@ func (x *SinkConfig) GetOptionsJson() []byte {
 		return x.OptionsJson
 	}
 	return nil
+}
+
+func (x *SinkConfig) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
 }
 
 type Endpoint struct {
@@ -1895,11 +1903,12 @@ const file_quanyu_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x12exclude_interfaces\x18\f \x03(\tR\x11excludeInterfaces\"a\n" +
 	"\rDecoderConfig\x12-\n" +
 	"\x12subscriptions_json\x18\x01 \x01(\fR\x11subscriptionsJson\x12!\n" +
-	"\foptions_json\x18\x02 \x01(\fR\voptionsJson\"C\n" +
+	"\foptions_json\x18\x02 \x01(\fR\voptionsJson\"^\n" +
 	"\n" +
 	"SinkConfig\x12\x12\n" +
 	"\x04host\x18\x01 \x01(\tR\x04host\x12!\n" +
-	"\foptions_json\x18\x02 \x01(\fR\voptionsJson\"2\n" +
+	"\foptions_json\x18\x02 \x01(\fR\voptionsJson\x12\x19\n" +
+	"\bagent_id\x18\x03 \x01(\tR\aagentId\"2\n" +
 	"\bEndpoint\x12\x12\n" +
 	"\x04addr\x18\x01 \x01(\fR\x04addr\x12\x12\n" +
 	"\x04port\x18\x02 \x01(\rR\x04port\"=\n" +

@@ -1,13 +1,12 @@
-// Package mixclient is the agent's side of the Watch protocol with mix: it says who the agent
-// is and which version it runs, applies each pushed subscription set and answers ACK or NACK
-// (keeping the previous set on NACK), sends the agent's counters now and then, and when mix is
-// unreachable keeps the agent capturing with its last set while it reconnects with jittered
-// exponential backoff.
-package mixclient
+// Package mixwatch is the watching side of the Watch protocol with mix, for the agent and for
+// analysis: it says who the peer is and which version it runs, applies each push and answers ACK
+// or NACK (the peer keeps what it had on NACK), sends the peer's counters now and then, and when
+// mix is unreachable lets the peer go on with what it last applied while it reconnects with
+// jittered exponential backoff.
+package mixwatch
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -17,16 +16,16 @@ import (
 
 	"github.com/quanyu/quanyu/mix"
 	"github.com/quanyu/quanyu/mix/mixpb"
-	"github.com/quanyu/quanyu/sdk"
 )
 
-// Agent is what the client needs from the agent.
-type Agent interface {
-	// Hello describes the agent (the client fills in the applied version).
+// Peer is what the client needs from the agent or analysis instance it runs for.
+type Peer interface {
+	// Hello describes the peer (the client fills in the applied version).
 	Hello() *mixpb.Hello
-	// Apply puts a subscription set in force, or refuses it and keeps the previous one.
-	Apply(ctx context.Context, subs []sdk.Subscription) error
-	// Status gives the agent's counters and backend.
+	// Apply puts a push in force (an agent its subscription set, analysis its catalog and
+	// rules), or refuses it and keeps what it had.
+	Apply(ctx context.Context, push *mixpb.WatchResponse) error
+	// Status gives the peer's counters; nil sends none.
 	Status() *mixpb.Status
 }
 
@@ -47,13 +46,16 @@ func (b Backoff) spread(d time.Duration) time.Duration {
 	return time.Duration(float64(d) * (1 - b.Jitter + 2*b.Jitter*rand.Float64()))
 }
 
-// Client keeps an agent watching mix.
+// Client keeps a peer watching mix.
 type Client struct {
 	Dial           mix.DialOptions
-	Agent          Agent
+	Peer           Peer
 	Log            *slog.Logger
 	StatusInterval time.Duration
 	Backoff        Backoff
+	// Offline says, for the log, what the peer goes on doing while mix is unreachable
+	// ("capturing with the last subscription set").
+	Offline string
 
 	mu      sync.Mutex
 	applied string
@@ -111,7 +113,11 @@ func (c *Client) Run(ctx context.Context) error {
 			delay = c.Backoff.First
 		}
 		wait := c.Backoff.spread(delay)
-		c.Log.Warn("mix unreachable; capturing with the last subscription set", "mix", c.Dial.Address,
+		offline := c.Offline
+		if offline == "" {
+			offline = "going on with what was last applied"
+		}
+		c.Log.Warn("mix unreachable; "+offline, "mix", c.Dial.Address,
 			"err", err, "retry_in", wait.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
@@ -137,7 +143,7 @@ func (c *Client) session(ctx context.Context, client mixpb.MixClient) error {
 		defer sendMu.Unlock()
 		return stream.Send(req)
 	}
-	hello := c.Agent.Hello()
+	hello := c.Peer.Hello()
 	hello.AppliedVersion = c.Applied()
 	if err := send(&mixpb.WatchRequest{Msg: &mixpb.WatchRequest_Hello{Hello: hello}}); err != nil {
 		return fmt.Errorf("saying hello: %w", err)
@@ -157,7 +163,11 @@ func (c *Client) session(ctx context.Context, client mixpb.MixClient) error {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				if err := send(&mixpb.WatchRequest{Msg: &mixpb.WatchRequest_Status{Status: c.Agent.Status()}}); err != nil {
+				st := c.Peer.Status()
+				if st == nil {
+					continue
+				}
+				if err := send(&mixpb.WatchRequest{Msg: &mixpb.WatchRequest_Status{Status: st}}); err != nil {
 					return
 				}
 			}
@@ -169,9 +179,9 @@ func (c *Client) session(ctx context.Context, client mixpb.MixClient) error {
 			return fmt.Errorf("watching: %w", err)
 		}
 		c.pushes.Add(1)
-		if err := c.apply(ctx, push); err != nil {
+		if err := c.Peer.Apply(ctx, push); err != nil {
 			c.nacks.Add(1)
-			c.Log.Warn("subscription set refused; the previous one stays", "version", push.Version, "err", err)
+			c.Log.Warn("push refused; what was in force stays", "version", push.Version, "err", err)
 			nack := &mixpb.Nack{Version: c.Applied(), Nonce: push.Nonce, Error: err.Error()}
 			if err := send(&mixpb.WatchRequest{Msg: &mixpb.WatchRequest_Nack{Nack: nack}}); err != nil {
 				return err
@@ -181,20 +191,9 @@ func (c *Client) session(ctx context.Context, client mixpb.MixClient) error {
 		c.mu.Lock()
 		c.applied = push.Version
 		c.mu.Unlock()
-		c.Log.Info("subscription set applied", "version", push.Version)
+		c.Log.Info("push applied", "version", push.Version)
 		if err := send(&mixpb.WatchRequest{Msg: &mixpb.WatchRequest_Ack{Ack: &mixpb.Ack{Version: push.Version, Nonce: push.Nonce}}}); err != nil {
 			return err
 		}
 	}
-}
-
-func (c *Client) apply(ctx context.Context, push *mixpb.WatchResponse) error {
-	if len(push.SubscriptionsJson) == 0 {
-		return errors.New("a push without a subscription set")
-	}
-	subs, err := sdk.ParseSubscriptions(push.SubscriptionsJson)
-	if err != nil {
-		return fmt.Errorf("parsing the pushed set: %w", err)
-	}
-	return c.Agent.Apply(ctx, subs)
 }

@@ -1,0 +1,188 @@
+// Package analysis receives what the agents see as OTLP, turns it into the live service graph —
+// applications and their owners from mix's catalog, edges with L4 and L7 figures, rollups — and
+// serves it: a JSON API, Prometheus /metrics (with the traces_service_graph_* family that Grafana's
+// service-graph views read) and a Grafana Node Graph frame.
+package analysis
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/quanyu/quanyu/internal/confload"
+)
+
+// Config is analysis's configuration: Default(), then a YAML file, then QUANYU_ANALYSIS_*
+// environment variables, then flags. The reference is testdata/analysis.yaml, kept equal to
+// Default() by a test.
+type Config struct {
+	// ID is the name mix knows this instance by; empty: "analysis@" and the host name.
+	ID   string     `koanf:"id"`
+	OTLP OTLPConfig `koanf:"otlp"`
+	// HTTPListen is the address of the API, /metrics and the UI.
+	HTTPListen string `koanf:"http_listen"`
+	// DataDir holds the store; empty means the user's state directory (quanyu/analysis in it).
+	DataDir string    `koanf:"data_dir"`
+	Mix     MixConfig `koanf:"mix"`
+	Log     LogConfig `koanf:"log"`
+}
+
+// OTLPConfig is the OTLP receiver.
+type OTLPConfig struct {
+	GRPCListen string `koanf:"grpc_listen"` // empty: no gRPC receiver
+	HTTPListen string `koanf:"http_listen"` // empty: no HTTP receiver
+	// MaxRequestBytes bounds one request, after decompression: a larger one is refused whole.
+	MaxRequestBytes int `koanf:"max_request_bytes"`
+}
+
+// MixConfig is how analysis reaches mix for the application catalog. Without an address the
+// graph has no applications or owners: endpoints are shown as addresses.
+type MixConfig struct {
+	Address    string `koanf:"address"`
+	Token      string `koanf:"token"`
+	CA         string `koanf:"ca"`
+	Cert       string `koanf:"cert"`
+	Key        string `koanf:"key"`
+	ServerName string `koanf:"server_name"`
+}
+
+// LogConfig is analysis's log.
+type LogConfig struct {
+	Level  string `koanf:"level"`
+	Format string `koanf:"format"`
+}
+
+// Default is the configuration before any file, environment or flag.
+func Default() Config {
+	return Config{
+		OTLP:       OTLPConfig{GRPCListen: "127.0.0.1:4317", HTTPListen: "127.0.0.1:4318", MaxRequestBytes: 16 << 20},
+		HTTPListen: "127.0.0.1:8080",
+		Log:        LogConfig{Level: "info", Format: "text"},
+	}
+}
+
+func defaultsMap(c Config) map[string]any {
+	return map[string]any{
+		"id":                     c.ID,
+		"otlp.grpc_listen":       c.OTLP.GRPCListen,
+		"otlp.http_listen":       c.OTLP.HTTPListen,
+		"otlp.max_request_bytes": c.OTLP.MaxRequestBytes,
+		"http_listen":            c.HTTPListen,
+		"data_dir":               c.DataDir,
+		"mix.address":            c.Mix.Address,
+		"mix.token":              c.Mix.Token,
+		"mix.ca":                 c.Mix.CA,
+		"mix.cert":               c.Mix.Cert,
+		"mix.key":                c.Mix.Key,
+		"mix.server_name":        c.Mix.ServerName,
+		"log.level":              c.Log.Level,
+		"log.format":             c.Log.Format,
+	}
+}
+
+// EnvPrefix starts every environment variable analysis reads.
+const EnvPrefix = "QUANYU_ANALYSIS_"
+
+// LoadOptions are the layers above the defaults.
+type LoadOptions = confload.Options
+
+// Load builds analysis's configuration from its layers and validates it.
+func Load(opts LoadOptions) (Config, error) {
+	var cfg Config
+	spec := confload.Spec{Defaults: defaultsMap(Default()), EnvPrefix: EnvPrefix}
+	if err := confload.Load(spec, opts, &cfg); err != nil {
+		return Config{}, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// Validate names the first key that is wrong.
+func (c *Config) Validate() error {
+	bad := func(key, format string, args ...any) error {
+		return &confload.Error{Key: key, Reason: fmt.Sprintf(format, args...)}
+	}
+	for key, addr := range map[string]string{"otlp.grpc_listen": c.OTLP.GRPCListen,
+		"otlp.http_listen": c.OTLP.HTTPListen, "http_listen": c.HTTPListen} {
+		if addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return bad(key, "%q is not host:port", addr)
+		}
+		// Analysis has no authentication of its own yet: it listens on this host only
+		// (ARCHITECTURE §10). An OpenTelemetry Collector in front is the way to take in
+		// data from other hosts.
+		if !loopback(addr) {
+			return bad(key, "%q listens beyond this host, and analysis has no tokens or mTLS yet: use a loopback address", addr)
+		}
+	}
+	if c.HTTPListen == "" {
+		return bad("http_listen", "empty: the API needs an address")
+	}
+	if c.OTLP.MaxRequestBytes < 64<<10 || c.OTLP.MaxRequestBytes > 1<<30 {
+		return bad("otlp.max_request_bytes", "%d is outside 64 KiB to 1 GiB", c.OTLP.MaxRequestBytes)
+	}
+	if c.Mix.Address != "" {
+		if _, _, err := net.SplitHostPort(c.Mix.Address); err != nil {
+			return bad("mix.address", "%q is not host:port", c.Mix.Address)
+		}
+	}
+	if (c.Mix.Cert == "") != (c.Mix.Key == "") {
+		return bad("mix.cert", "a client certificate needs both mix.cert and mix.key")
+	}
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
+		return bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	if !slices.Contains([]string{"text", "json"}, c.Log.Format) {
+		return bad("log.format", "%q is not one of text, json", c.Log.Format)
+	}
+	return nil
+}
+
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// id is the name mix knows this instance by.
+func (c *Config) id() string {
+	if c.ID != "" {
+		return c.ID
+	}
+	host, _ := os.Hostname()
+	return "analysis@" + host
+}
+
+// dataDir is where the store lives: the configured directory, else the user's state directory.
+func (c *Config) dataDir() (string, error) {
+	if c.DataDir != "" {
+		return c.DataDir, nil
+	}
+	if os.Geteuid() == 0 {
+		return "/var/lib/quanyu/analysis", nil
+	}
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "quanyu", "analysis"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("finding a data directory (set data_dir): %w", err)
+	}
+	return filepath.Join(home, ".local", "state", "quanyu", "analysis"), nil
+}
+
+// shutdownGrace bounds how long a stopping analysis waits for requests in flight.
+const shutdownGrace = 5 * time.Second
