@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"slices"
 	"time"
 
@@ -19,7 +18,7 @@ import (
 // environment variables, then flags. The reference is testdata/analysis.yaml, kept equal to
 // Default() by a test.
 type Config struct {
-	// ID is the name mix knows this instance by; empty: "analysis@" and the host name.
+	// ID is the name mix knows this instance by; empty: "analysis@HOST/HTTP_LISTEN".
 	ID   string     `koanf:"id"`
 	OTLP OTLPConfig `koanf:"otlp"`
 	// HTTPListen is the address of the API, /metrics and the UI.
@@ -118,7 +117,7 @@ func (c *Config) Validate() error {
 		// Analysis has no authentication of its own yet: it listens on this host only
 		// (ARCHITECTURE §10). An OpenTelemetry Collector in front is the way to take in
 		// data from other hosts.
-		if !loopback(addr) {
+		if !confload.Loopback(addr) {
 			return bad(key, "%q listens beyond this host, and analysis has no tokens or mTLS yet: use a loopback address", addr)
 		}
 	}
@@ -145,43 +144,22 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-func loopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
-// id is the name mix knows this instance by.
+// id is the name mix knows this instance by: the configured one, else the host name and the API
+// address, which no two instances on one host share.
 func (c *Config) id() string {
 	if c.ID != "" {
 		return c.ID
 	}
 	host, _ := os.Hostname()
-	return "analysis@" + host
+	return "analysis@" + host + "/" + c.HTTPListen
 }
 
-// dataDir is where the store lives: the configured directory, else the user's state directory.
+// dataDir is where the store lives: the configured directory, else confload.StateDir's.
 func (c *Config) dataDir() (string, error) {
 	if c.DataDir != "" {
 		return c.DataDir, nil
 	}
-	if os.Geteuid() == 0 {
-		return "/var/lib/quanyu/analysis", nil
-	}
-	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
-		return filepath.Join(d, "quanyu", "analysis"), nil
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return "", fmt.Errorf("finding a data directory (set data_dir): %w", err)
-	}
-	return filepath.Join(home, ".local", "state", "quanyu", "analysis"), nil
+	return confload.StateDir("analysis")
 }
 
 // shutdownGrace bounds how long a stopping analysis waits for requests in flight.

@@ -7,8 +7,6 @@ package mix
 import (
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"slices"
 	"time"
 
@@ -171,7 +169,7 @@ func (c *Config) Validate() error {
 	// Anything listening beyond this host needs a token or mTLS (ARCHITECTURE §10).
 	if len(c.Tokens) == 0 && c.TLS.ClientCA == "" {
 		for key, addr := range map[string]string{"listen": c.Listen, "http_listen": c.HTTPListen} {
-			if addr != "" && !loopback(addr) {
+			if addr != "" && !confload.Loopback(addr) {
 				return bad(key, "%q listens beyond this host without tokens or client certificates: add tokens or tls.client_ca", addr)
 			}
 		}
@@ -179,33 +177,10 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-func loopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
-// dataDir is where the database lives: the configured directory, else the user's state
-// directory.
+// dataDir is where the store lives: the configured directory, else confload.StateDir's.
 func (c *Config) dataDir() (string, error) {
 	if c.DataDir != "" {
 		return c.DataDir, nil
 	}
-	if os.Geteuid() == 0 {
-		return "/var/lib/quanyu/mix", nil
-	}
-	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
-		return filepath.Join(d, "quanyu", "mix"), nil
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return "", fmt.Errorf("finding a data directory (set data_dir): %w", err)
-	}
-	return filepath.Join(home, ".local", "state", "quanyu", "mix"), nil
+	return confload.StateDir("mix")
 }

@@ -305,26 +305,13 @@ plugins:
 `, id, endpoint)); err != nil {
 		t.Fatal(err)
 	}
-	bin := quanyu(t)
-	p := &agentProc{cmd: exec.Command(bin.Path, "agent", "--config", cfg, "--nic", nic, "--subscription", sub, "--sink", "otlp"),
-		logged: make(chan struct{}, 1)}
-	p.cmd.Env = bin.Env
-	p.cmd.Stdout = &p.out
-	stderr, err := p.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd := quanyu(t, "agent", "--config", cfg, "--nic", nic, "--subscription", sub, "--sink", "otlp")
+	p := runAgentCmd(t, cmd, nic)
 	t.Cleanup(func() {
-		if p.cmd.ProcessState == nil {
-			_ = p.cmd.Process.Kill()
-			_ = p.cmd.Wait()
+		if t.Failed() {
+			t.Logf("agent %s log:\n%s", id, p.logText())
 		}
 	})
-	go p.collectLog(stderr)
-	p.waitLog(t, 1, 20*time.Second, "msg=capturing", "nic="+nic)
 	return p
 }
 

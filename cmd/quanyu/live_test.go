@@ -61,8 +61,16 @@ func startAgentWrapped(t testing.TB, ns *testnet.NS, nic string, wrapper []strin
 	full := append([]string{"netns", "exec", ns.Name}, wrapper...)
 	full = append(full, bin.Path, "agent", "--nic", nic)
 	full = append(full, args...)
-	p := &agentProc{cmd: exec.Command("ip", full...), logged: make(chan struct{}, 1)}
-	p.cmd.Env = bin.Env
+	cmd := exec.Command("ip", full...)
+	cmd.Env = bin.Env
+	return runAgentCmd(t, cmd, nic)
+}
+
+// runAgentCmd starts an agent command, collects its output and log, and waits until it captures on
+// nic; the agent is killed when the test ends.
+func runAgentCmd(t testing.TB, cmd *exec.Cmd, nic string) *agentProc {
+	t.Helper()
+	p := &agentProc{cmd: cmd, logged: make(chan struct{}, 1)}
 	p.cmd.Stdout = &p.out
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {

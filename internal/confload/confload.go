@@ -6,7 +6,9 @@ package confload
 
 import (
 	"fmt"
+	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -148,4 +150,34 @@ func envMap(spec Spec, environ, known []string, lists map[string]bool) (map[stri
 		out[key] = value
 	}
 	return out, nil
+}
+
+// Loopback reports whether addr (host:port) listens on this host only.
+func Loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// StateDir is where a program keeps its data when its configuration names no directory:
+// /var/lib/quanyu/<program> as root, else the user's state directory ($XDG_STATE_HOME or
+// ~/.local/state) under quanyu/<program>.
+func StateDir(program string) (string, error) {
+	if os.Geteuid() == 0 {
+		return filepath.Join("/var/lib/quanyu", program), nil
+	}
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "quanyu", program), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("finding a data directory (set data_dir): %w", err)
+	}
+	return filepath.Join(home, ".local", "state", "quanyu", program), nil
 }

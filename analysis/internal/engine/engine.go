@@ -79,7 +79,6 @@ type Engine struct {
 	nodeAddrs map[nodeAddrKey]int64 // last seen, Unix ns
 	dirty     map[nodeAddrKey]int64
 
-	cacheMu sync.Mutex
 	windows [3][numLevels]windowCache
 
 	agentsMu sync.Mutex

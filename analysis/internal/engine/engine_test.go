@@ -358,9 +358,14 @@ func TestRestartKeepsTheLastHour(t *testing.T) {
 		e.flush(context.Background(), false)
 		// The sliding window cache agrees with a sum of the buckets made afresh.
 		cached := e.Graph(GraphQuery{Since: 30 * time.Minute})
-		e.cacheMu.Lock()
-		e.windows = [3][numLevels]windowCache{}
-		e.cacheMu.Unlock()
+		for ri := range e.windows {
+			for li := range e.windows[ri] {
+				w := &e.windows[ri][li]
+				w.mu.Lock()
+				w.valid = false
+				w.mu.Unlock()
+			}
+		}
 		if fresh := e.Graph(GraphQuery{Since: 30 * time.Minute}); !reflect.DeepEqual(cached, fresh) {
 			t.Fatalf("at %v the window cache gave\n%+v\nand a fresh sum\n%+v", clk.Now(), cached, fresh)
 		}
@@ -496,4 +501,45 @@ func TestOptionsValidate(t *testing.T) {
 			t.Errorf("got %v, want %q…", err, c.want)
 		}
 	}
+}
+
+func TestConcurrentGraphs(t *testing.T) {
+	clk := &clock{t: t0}
+	e := newEngine(t, openStore(t, t.TempDir()), clk)
+	e.SetCatalog(testCatalog(t))
+	// GIVEN traffic in closed buckets of the window cache and in open ones
+	for m := -20; m <= 0; m++ {
+		clk.Set(t0.Add(time.Duration(m) * time.Minute))
+		at := clk.Now().Add(-time.Second)
+		cid := "1:" + at.String()
+		e.Ingest([]otlpschema.Batch{{Agent: "a", Flows: []sdk.Flow{tcpFlow("h", cid, ep("10.0.1.7", 40000), ep("10.0.2.5", 8080), at,
+			sdk.Counts{Packets: 3, IPBytes: 300}, sdk.Counts{Packets: 1, IPBytes: 99}, true)},
+			L7: []sdk.L7{{Protocol: "HTTP", Method: "GET", Path: "/", Status: 200, Latency: time.Duration(m+21) * time.Millisecond,
+				Time: at, Transport: sdk.TransportTCP, Client: ep("10.0.1.7", 40000), Server: ep("10.0.2.5", 8080), CommunityID: cid}}}})
+		e.flush(context.Background(), false)
+	}
+	queries := []GraphQuery{{Since: time.Hour}, {Since: time.Hour, Level: "l4"}, {Since: 10 * time.Minute}}
+	want := make([]Graph, len(queries))
+	for i, q := range queries {
+		if want[i] = e.Graph(q); len(want[i].Edges) == 0 {
+			t.Fatalf("no edges in the graph of %+v", q)
+		}
+	}
+	// WHEN the same graphs are asked from several goroutines at once
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 20; i++ {
+				qi := (g + i) % len(queries)
+				// THEN each gets what a query on its own gets
+				if got := e.Graph(queries[qi]); !reflect.DeepEqual(got, want[qi]) {
+					t.Errorf("concurrent graph %+v\n got %+v\nwant %+v", queries[qi], got, want[qi])
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }

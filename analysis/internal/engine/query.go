@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/quanyu/quanyu/analysis/internal/store"
@@ -80,6 +81,9 @@ func (e *Engine) gatherLocked(ctx context.Context, ri, li int, from, to int64, s
 		}
 	}
 	ids := map[nodeKey]string{}
+	// One key serves every row of the open buckets, as fn must not keep it: a key made per row
+	// would escape to the heap, and a graph has a row per edge in each open bucket.
+	var row store.RollupKey
 	for i := range e.shards {
 		sh := &e.shards[i]
 		sh.mu.Lock()
@@ -89,8 +93,9 @@ func (e *Engine) gatherLocked(ctx context.Context, ri, li int, from, to int64, s
 			}
 			at := floor(start, rs.width)
 			eachOpen(ob, ids, li, func(_ int, k store.RollupKey, f *store.Figures) {
-				if keep(&k) {
-					fn(at, &k, f)
+				row = k
+				if keep(&row) {
+					fn(at, &row, f)
 				}
 			})
 			if addrs != nil {
@@ -173,6 +178,17 @@ func protocolNames(bits uint8) string {
 	return strings.Join(out, ",")
 }
 
+const protoBits = store.ProtoHTTP | store.ProtoDNS | store.ProtoOther
+
+// protocolNamesOf holds protocolNames of every combination of the bits, so that a graph does
+// not build the same few strings again for each edge.
+var protocolNamesOf = func() (t [protoBits + 1]string) {
+	for b := range t {
+		t[b] = protocolNames(uint8(b))
+	}
+	return t
+}()
+
 func transportName(t sdk.Transport) string {
 	if t == 0 {
 		return ""
@@ -180,7 +196,54 @@ func transportName(t sdk.Transport) string {
 	return t.String()
 }
 
+// graphScratch is what a Graph query needs only while it runs. It is kept between queries
+// because a large graph's worth of garbage per query made the collector, marking the hot
+// buckets, the largest part of a query's time.
+type graphScratch struct {
+	restIdx map[graphKey]int // index in rest
+	rest    []restEdge
+	edges   []Edge
+	nodeIdx map[string]int // index in nodes, by an edge's end as its key names it
+	nodes   []graphNode
+	kept    []keptEdge
+}
+
+// restEdge sums an edge's rows that are not in the window cache.
+type restEdge struct {
+	key     graphKey
+	f       store.Figures
+	inCache bool
+}
+
+type graphNode struct {
+	Node
+	used bool
+	rank int
+}
+
+// keptEdge is an edge of edges that passed the filters, with its ends in nodes.
+type keptEdge struct{ i, src, dst int }
+
+var graphScratchPool = sync.Pool{New: func() any {
+	return &graphScratch{restIdx: map[graphKey]int{}, nodeIdx: map[string]int{}}
+}}
+
+func (s *graphScratch) reset() {
+	clear(s.restIdx)
+	clear(s.nodeIdx)
+	// Zeroed so that the pool holds no sketches, strings or addresses of this query.
+	clear(s.rest)
+	clear(s.edges)
+	clear(s.nodes)
+	s.rest, s.edges, s.nodes, s.kept = s.rest[:0], s.edges[:0], s.nodes[:0], s.kept[:0]
+}
+
 // Graph gives the graph of the last q.Since. A store error gives what memory holds, logged.
+//
+// The closed buckets of the window come from the window cache and the rest (open buckets, and
+// the store's rows when the window reaches past the cache) is summed per query. The two are
+// combined edge by edge, so the cache is locked only while it is read, and no edge's figures
+// are copied.
 func (e *Engine) Graph(q GraphQuery) Graph {
 	since := q.Since
 	if since <= 0 {
@@ -196,56 +259,72 @@ func (e *Engine) Graph(q GraphQuery) Graph {
 	now := e.opts.Now().UnixNano()
 	ri := e.resolutionFor(since)
 	from := floor(now-int64(since), e.res[ri].width)
-	// An edge's figures are the window cache's own until the open buckets add to them: copying
-	// every edge's latency sketch would cost more than the rest of the query.
-	type agg struct {
-		key   store.RollupKey
-		f     *store.Figures
-		owned bool
-	}
-	edges := map[store.RollupKey]*agg{}
+	s := graphScratchPool.Get().(*graphScratch)
+	defer func() {
+		s.reset()
+		graphScratchPool.Put(s)
+	}()
 	openAddrs := map[nodeAddrKey]int64{}
 	ctx, cancel := context.WithTimeout(context.Background(), queryTimeout)
 	defer cancel()
 	add := func(_ int64, k *store.RollupKey, f *store.Figures) {
-		a := edges[*k]
-		if a == nil {
-			a = &agg{key: *k, f: &store.Figures{}, owned: true}
-			edges[*k] = a
-		} else if !a.owned {
-			own := &store.Figures{}
-			own.Add(a.f)
-			a.f, a.owned = own, true
+		gk := graphKeyOf(k)
+		i, ok := s.restIdx[gk]
+		if !ok {
+			i = len(s.rest)
+			s.restIdx[gk] = i
+			s.rest = append(s.rest, restEdge{key: gk})
 		}
-		a.f.Add(f)
+		s.rest[i].f.Add(f)
 	}
-	// cacheMu is held until the edges are built, since they may point into the cache.
-	e.cacheMu.Lock()
-	defer e.cacheMu.Unlock()
 	e.roll.RLock()
 	cached := from >= e.res[ri].cutoff
-	if cached {
-		// The closed buckets of the window come from the window cache; only the open ones are
-		// added up here.
-		wc := e.windowFor(ri, li, from, now)
-		edges = make(map[store.RollupKey]*agg, len(wc.edges))
-		for k, f := range wc.edges {
-			edges[k] = &agg{key: k, f: f}
-		}
-	}
 	err := e.gatherLocked(ctx, ri, li, from, now+1, "", "", cached, add,
 		func(k nodeAddrKey, at int64) { openAddrs[k] = max(openAddrs[k], at) })
+	if cached {
+		w := e.windowFor(ri, li, from, now)
+		s.edges = slices.Grow(s.edges, len(w.edges)+len(s.rest))
+		for k, c := range w.edges {
+			p50, p95 := c.quantiles()
+			i, ok := s.restIdx[k]
+			if !ok {
+				s.edges = append(s.edges, newEdge(&k, &c.f, nil, p50, p95))
+				continue
+			}
+			r := &s.rest[i]
+			r.inCache = true
+			if r.f.Latency.Count() > 0 {
+				// The query's own sketch takes the cache's samples, which leaves the cache's as
+				// it is.
+				r.f.Latency.Merge(&c.f.Latency)
+				p50, p95 = r.f.Latency.Quantile(0.5), r.f.Latency.Quantile(0.95)
+			}
+			s.edges = append(s.edges, newEdge(&k, &c.f, &r.f, p50, p95))
+		}
+		w.mu.Unlock()
+	}
 	e.roll.RUnlock()
 	if err != nil {
 		e.log.Warn("graph from memory only: reading the store failed", "err", err)
 	}
-	cat := e.catalog.Load()
-	nodes := map[string]*Node{}
-	nodeOf := func(id string) *Node {
-		if n, ok := nodes[id]; ok {
-			return n
+	for i := range s.rest {
+		if r := &s.rest[i]; !r.inCache {
+			s.edges = append(s.edges, newEdge(&r.key, &r.f, nil, r.f.Latency.Quantile(0.5), r.f.Latency.Quantile(0.95)))
 		}
-		n := &Node{ID: id, Addresses: []string{}}
+	}
+
+	// Nodes are found by the edges' ends as the rows name them: node ids at the app level, bare
+	// addresses at the L3 and L4 levels.
+	cat := e.catalog.Load()
+	nodeOf := func(end string) int {
+		if i, ok := s.nodeIdx[end]; ok {
+			return i
+		}
+		id := end
+		if li > 0 {
+			id = "ip:" + end
+		}
+		n := Node{ID: id, Addresses: []string{}}
 		if app, ok := appOfNodeID(id); ok {
 			n.App, n.Kind = app, "app"
 			if cat != nil {
@@ -265,24 +344,15 @@ func (e *Engine) Graph(q GraphQuery) Graph {
 				}
 			}
 		}
-		nodes[id] = n
-		return n
+		s.nodeIdx[end] = len(s.nodes)
+		s.nodes = append(s.nodes, graphNode{Node: n})
+		return len(s.nodes) - 1
 	}
-	g := Graph{Nodes: []Node{}, Edges: []Edge{}}
-	for _, a := range edges {
-		src, dst := a.key.Source, a.key.Target
-		if li > 0 {
-			src, dst = "ip:"+src, "ip:"+dst
-		}
-		ed := Edge{Source: src, Target: dst, Transport: transportName(a.key.Transport), Port: a.key.Port,
-			Protocol: protocolNames(a.f.Protocols), Flows: a.f.Flows, Bytes: a.f.BytesToServer + a.f.BytesToClient,
-			Packets: a.f.PacketsToServer + a.f.PacketsToClient, Requests: a.f.Requests, Errors: a.f.Errors,
-			LatencyP50Ms: a.f.Latency.Quantile(0.5), LatencyP95Ms: a.f.Latency.Quantile(0.95),
-			Retransmits: a.f.Retransmits}
-		if a.f.RTTCount > 0 {
-			ed.RTTMs = float64(a.f.RTTSumNs) / float64(a.f.RTTCount) / 1e6
-		}
-		sn, tn := nodeOf(src), nodeOf(dst)
+	for i := range s.edges {
+		ed := &s.edges[i]
+		si, ti := nodeOf(ed.Source), nodeOf(ed.Target)
+		sn, tn := &s.nodes[si], &s.nodes[ti]
+		ed.Source, ed.Target = sn.ID, tn.ID
 		if q.App != "" && sn.App != q.App && tn.App != q.App {
 			continue
 		}
@@ -293,11 +363,8 @@ func (e *Engine) Graph(q GraphQuery) Graph {
 			!slices.ContainsFunc(strings.Split(ed.Protocol, ","), func(p string) bool { return strings.EqualFold(p, q.Protocol) }) {
 			continue
 		}
-		g.Edges = append(g.Edges, ed)
-	}
-	used := map[string]bool{}
-	for _, ed := range g.Edges {
-		used[ed.Source], used[ed.Target] = true, true
+		sn.used, tn.used = true, true
+		s.kept = append(s.kept, keptEdge{i, si, ti})
 	}
 	if li == 0 {
 		e.roll.RLock()
@@ -308,29 +375,61 @@ func (e *Engine) Graph(q GraphQuery) Graph {
 		}
 		e.roll.RUnlock()
 		for k := range openAddrs {
-			id := "app:" + k.app
-			if used[id] {
-				n := nodeOf(id)
-				n.Addresses = append(n.Addresses, k.addr.String())
+			if i, ok := s.nodeIdx["app:"+k.app]; ok && s.nodes[i].used {
+				s.nodes[i].Addresses = append(s.nodes[i].Addresses, k.addr.String())
 			}
 		}
 	}
-	for id := range used {
-		n := nodes[id]
-		slices.Sort(n.Addresses)
-		g.Nodes = append(g.Nodes, *n)
+	used := make([]*graphNode, 0, len(s.nodes))
+	for i := range s.nodes {
+		if s.nodes[i].used {
+			used = append(used, &s.nodes[i])
+		}
 	}
-	slices.SortFunc(g.Nodes, func(a, b Node) int { return strings.Compare(a.ID, b.ID) })
-	slices.SortFunc(g.Edges, func(a, b Edge) int {
-		if c := strings.Compare(a.Source, b.Source); c != 0 {
+	slices.SortFunc(used, func(a, b *graphNode) int { return strings.Compare(a.ID, b.ID) })
+	g := Graph{Nodes: make([]Node, len(used)), Edges: make([]Edge, len(s.kept))}
+	for i, n := range used {
+		n.rank = i
+		slices.Sort(n.Addresses)
+		g.Nodes[i] = n.Node
+	}
+	// Edges are ordered by their ends' ids, compared through the nodes' ranks: comparing the ids
+	// themselves was most of a large graph's sorting.
+	slices.SortFunc(s.kept, func(a, b keptEdge) int {
+		if c := cmp.Compare(s.nodes[a.src].rank, s.nodes[b.src].rank); c != 0 {
 			return c
 		}
-		if c := strings.Compare(a.Target, b.Target); c != 0 {
+		if c := cmp.Compare(s.nodes[a.dst].rank, s.nodes[b.dst].rank); c != 0 {
 			return c
 		}
-		return cmp.Or(strings.Compare(a.Transport, b.Transport), cmp.Compare(a.Port, b.Port))
+		ea, eb := &s.edges[a.i], &s.edges[b.i]
+		return cmp.Or(strings.Compare(ea.Transport, eb.Transport), cmp.Compare(ea.Port, eb.Port))
 	})
+	for j, k := range s.kept {
+		g.Edges[j] = s.edges[k.i]
+	}
 	return g
+}
+
+// noFigures stands for an edge's missing part in newEdge.
+var noFigures store.Figures
+
+// newEdge makes the Edge of key k from its figures a plus b (b nil for none), with p50 and p95
+// the latency quantiles of their sum. Its ends are k's, bare addresses at the L3 and L4 levels.
+func newEdge(k *graphKey, a, b *store.Figures, p50, p95 float64) Edge {
+	if b == nil {
+		b = &noFigures
+	}
+	ed := Edge{Source: k.source, Target: k.target, Transport: transportName(k.transport), Port: k.port,
+		Protocol: protocolNamesOf[(a.Protocols|b.Protocols)&protoBits], Flows: a.Flows + b.Flows,
+		Bytes:    a.BytesToServer + a.BytesToClient + b.BytesToServer + b.BytesToClient,
+		Packets:  a.PacketsToServer + a.PacketsToClient + b.PacketsToServer + b.PacketsToClient,
+		Requests: a.Requests + b.Requests, Errors: a.Errors + b.Errors, LatencyP50Ms: p50, LatencyP95Ms: p95,
+		Retransmits: a.Retransmits + b.Retransmits}
+	if n := a.RTTCount + b.RTTCount; n > 0 {
+		ed.RTTMs = float64(a.RTTSumNs+b.RTTSumNs) / float64(n) / 1e6
+	}
+	return ed
 }
 
 // FlowQuery selects flow records. Zero fields select all.

@@ -4,12 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -17,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/quanyu/quanyu/internal/sqlitedb"
 	"github.com/quanyu/quanyu/sdk"
 	_ "modernc.org/sqlite" // the database/sql driver "sqlite"
 )
@@ -47,23 +46,9 @@ var _ Store = (*SQLite)(nil)
 // OpenSQLite opens the store in dir (file analysis.db), creating the directory (mode 0700) and
 // the database (mode 0600) on first start, and brings the schema up to date.
 func OpenSQLite(dir string) (*SQLite, error) {
-	if dir == "" {
-		return nil, errors.New("opening analysis store: no data directory given")
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating analysis data directory %q: %w", dir, err)
-	}
-	abs, err := filepath.Abs(filepath.Join(dir, FileName))
+	abs, err := sqlitedb.CreateFile(dir, FileName)
 	if err != nil {
-		return nil, fmt.Errorf("opening analysis store in %q: %w", dir, err)
-	}
-	// Creating the file first fixes its mode at 0600 (SQLite would use 0644).
-	f, err := os.OpenFile(abs, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("opening analysis store %s: %w", abs, err)
-	}
-	if err := f.Close(); err != nil {
-		return nil, fmt.Errorf("opening analysis store %s: %w", abs, err)
+		return nil, fmt.Errorf("opening analysis store: %w", err)
 	}
 	db, err := sql.Open("sqlite", dsn(abs))
 	if err != nil {
@@ -81,7 +66,7 @@ func OpenSQLite(dir string) (*SQLite, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("opening analysis store %s: journal mode is %q, could not switch to WAL", abs, mode)
 	}
-	if err := migrate(ctx, db); err != nil {
+	if err := sqlitedb.Migrate(ctx, db, "analysis", migrations); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("opening analysis store %s: %w", abs, err)
 	}

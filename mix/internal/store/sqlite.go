@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/quanyu/quanyu/internal/sqlitedb"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 )
@@ -69,25 +69,9 @@ func WithClock(now func() time.Time) Option {
 // not a SQLite database, is damaged, belongs to another program or was written by a newer mix
 // gives an error naming the file.
 func Open(ctx context.Context, dir string, opts ...Option) (*SQLite, error) {
-	if dir == "" {
-		return nil, errors.New("opening store: no data directory given")
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating data directory %q: %w", dir, err)
-	}
-	abs, err := filepath.Abs(filepath.Join(dir, FileName))
+	abs, err := sqlitedb.CreateFile(dir, FileName)
 	if err != nil {
-		return nil, fmt.Errorf("opening store in %q: %w", dir, err)
-	}
-	// SQLite would create the file with mode 0644. Creating it first, empty, fixes its mode at
-	// 0600; SQLite treats an empty file as a new database and gives its -wal and -shm files the
-	// same mode as the database.
-	f, err := os.OpenFile(abs, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("opening store database %s: %w", abs, err)
-	}
-	if err := f.Close(); err != nil {
-		return nil, fmt.Errorf("opening store database %s: %w", abs, err)
+		return nil, fmt.Errorf("opening store: %w", err)
 	}
 
 	s := &SQLite{path: abs, now: time.Now, wsem: make(chan struct{}, 1)}
@@ -106,7 +90,7 @@ func Open(ctx context.Context, dir string, opts ...Option) (*SQLite, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("opening store database %s: %w", abs, explain(err))
 	}
-	if err := migrate(ctx, db); err != nil {
+	if err := sqlitedb.Migrate(ctx, db, "mix", migrations); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("opening store database %s: %w", abs, explain(err))
 	}

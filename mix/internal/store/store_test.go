@@ -57,11 +57,11 @@ func mustApply(t testing.TB, s Store, kind Kind, id, body, author string) int64 
 
 func TestMigrationsAreSequential(t *testing.T) {
 	for i, m := range migrations {
-		if m.version != i+1 {
-			t.Errorf("migrations[%d] has version %d, want %d", i, m.version, i+1)
+		if m.Version != i+1 {
+			t.Errorf("migrations[%d] has version %d, want %d", i, m.Version, i+1)
 		}
-		if m.name == "" || len(m.stmts) == 0 {
-			t.Errorf("migration %d has no name or no statements", m.version)
+		if m.Name == "" || len(m.Stmts) == 0 {
+			t.Errorf("migration %d has no name or no statements", m.Version)
 		}
 	}
 }

@@ -38,6 +38,7 @@ type counters struct {
 	retried      atomic.Uint64
 	exportErrors atomic.Uint64
 	skipped      atomic.Uint64 // stats records and samples: not part of the OTLP mapping
+	edgesFull    atomic.Uint64 // flow records left out of the edge sums: maxEdges edges already summed
 	dropped      map[string]*atomic.Uint64
 
 	mu       sync.Mutex
@@ -89,9 +90,10 @@ func (c *counters) totalDropped() uint64 {
 
 func (c *counters) snapshot() map[string]uint64 {
 	m := map[string]uint64{
-		"retried":       c.retried.Load(),
-		"export.errors": c.exportErrors.Load(),
-		"skipped":       c.skipped.Load(),
+		"retried":            c.retried.Load(),
+		"export.errors":      c.exportErrors.Load(),
+		"skipped":            c.skipped.Load(),
+		"metrics.edges_full": c.edgesFull.Load(),
 	}
 	for k, name := range kindNames {
 		m["sent."+name] = c.sent[k].Load()

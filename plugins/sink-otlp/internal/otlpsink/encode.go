@@ -3,13 +3,12 @@ package otlpsink
 import (
 	"encoding/json"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
-	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
-	logspb "go.opentelemetry.io/proto/otlp/logs/v1"
 
 	s "github.com/quanyu/quanyu/internal/otlpschema"
 	"github.com/quanyu/quanyu/sdk"
@@ -18,186 +17,72 @@ import (
 // The mapping of records to attributes follows internal/otlpschema, whose decoders read them
 // back; a change here without one there breaks the round-trip tests.
 //
-// Log records are built directly as OTLP protobuf messages: the SDK's log records cost about
-// 20 µs each to build, before its exporter converts them, where flows come by the tens of
-// thousands a second (bench/RESULTS.md). A flow record is ~30 attributes, ~90 small messages;
-// they are taken from an arena that the next request reuses, so the messages cost no
-// allocation once the arena has grown to a request's size. HTTP L7 records become SDK spans:
-// their attributes are built the same way and converted.
+// The mapping is written once, against attrWriter, and has two writers: log records (flows,
+// the bulk) are encoded straight into the OTLP protobuf wire format (wire.go), because building
+// message structs and marshalling them with protobuf-go cost ~13 µs a flow record
+// (bench/RESULTS.md); HTTP L7 records become SDK spans, whose attributes the SDK takes as
+// attribute.KeyValue.
 
-// slabChunk is how many messages of one type a slab allocates at a time.
-const slabChunk = 4096
-
-// slab hands out zeroed values of T from chunks it keeps: reset makes every one reusable.
-type slab[T any] struct {
-	chunks [][]T
-	c, i   int // the next free value is chunks[c][i]
+// attrWriter receives one record's attributes, in order.
+type attrWriter interface {
+	putStr(key, v string)
+	putInt(key string, v int64)
+	putBool(key string, v bool)
+	putBytes(key string, v []byte)
+	putStrs(key string, v []string)
+	putUint16s(key string, v []uint16)
+	// putAddr and putMAC write the address's text as a string; they are here so that the log
+	// record encoder can write it without making a string of it first.
+	putAddr(key string, v netip.Addr)
+	putMAC(key string, v net.HardwareAddr)
 }
 
-// take returns n contiguous zeroed values, valid until reset.
-func (s *slab[T]) take(n int) []T {
-	if s.c < len(s.chunks) && s.i+n > len(s.chunks[s.c]) {
-		s.c, s.i = s.c+1, 0
-	}
-	if s.c == len(s.chunks) {
-		s.chunks = append(s.chunks, make([]T, max(n, slabChunk)))
-	}
-	out := s.chunks[s.c][s.i : s.i+n : s.i+n]
-	s.i += n
-	return out
-}
-
-func (s *slab[T]) get() *T { return &s.take(1)[0] }
-
-// reset zeroes what was handed out (so that it holds no records' strings) and starts over.
-func (s *slab[T]) reset() {
-	for c := 0; c < s.c && c < len(s.chunks); c++ {
-		clear(s.chunks[c])
-	}
-	if s.c < len(s.chunks) {
-		clear(s.chunks[s.c][:s.i])
-	}
-	s.c, s.i = 0, 0
-}
-
-// arena holds the messages of the log records built since its last reset.
-type arena struct {
-	records   slab[logspb.LogRecord]
-	kvs       slab[commonpb.KeyValue]
-	attrs     slab[*commonpb.KeyValue] // the records' attribute lists
-	values    slab[commonpb.AnyValue]
-	items     slab[*commonpb.AnyValue] // the arrays' elements
-	arrays    slab[commonpb.ArrayValue]
-	strs      slab[commonpb.AnyValue_StringValue]
-	ints      slab[commonpb.AnyValue_IntValue]
-	bools     slab[commonpb.AnyValue_BoolValue]
-	bytesVals slab[commonpb.AnyValue_BytesValue]
-	arrs      slab[commonpb.AnyValue_ArrayValue]
-}
-
-func (a *arena) reset() {
-	a.records.reset()
-	a.kvs.reset()
-	a.attrs.reset()
-	a.values.reset()
-	a.items.reset()
-	a.arrays.reset()
-	a.strs.reset()
-	a.ints.reset()
-	a.bools.reset()
-	a.bytesVals.reset()
-	a.arrs.reset()
-}
-
-// The value constructors. AnyValue's oneof has an unexported type, hence one each.
-
-func (a *arena) strValue(v string) *commonpb.AnyValue {
-	w := a.strs.get()
-	w.StringValue = v
-	av := a.values.get()
-	av.Value = w
-	return av
-}
-
-func (a *arena) intValue(v int64) *commonpb.AnyValue {
-	w := a.ints.get()
-	w.IntValue = v
-	av := a.values.get()
-	av.Value = w
-	return av
-}
-
-func (a *arena) boolValue(v bool) *commonpb.AnyValue {
-	w := a.bools.get()
-	w.BoolValue = v
-	av := a.values.get()
-	av.Value = w
-	return av
-}
-
-func (a *arena) bytesValue(v []byte) *commonpb.AnyValue {
-	w := a.bytesVals.get()
-	w.BytesValue = v
-	av := a.values.get()
-	av.Value = w
-	return av
-}
-
-func (a *arena) arrayValue(items []*commonpb.AnyValue) *commonpb.AnyValue {
-	arr := a.arrays.get()
-	arr.Values = items
-	w := a.arrs.get()
-	w.ArrayValue = arr
-	av := a.values.get()
-	av.Value = w
-	return av
-}
-
-// attrBuilder builds one record's attributes at a time in its arena.
-type attrBuilder struct {
-	a   arena
-	kvs []*commonpb.KeyValue // the record being built
-}
-
-func (b *attrBuilder) put(key string, v *commonpb.AnyValue) {
-	kv := b.a.kvs.get()
-	kv.Key, kv.Value = key, v
-	b.kvs = append(b.kvs, kv)
-}
-
-func (b *attrBuilder) putStr(key, v string)       { b.put(key, b.a.strValue(v)) }
-func (b *attrBuilder) putInt(key string, v int64) { b.put(key, b.a.intValue(v)) }
-func (b *attrBuilder) putBool(key string, v bool) { b.put(key, b.a.boolValue(v)) }
+// attrBuilder is the mapping, over whichever writer.
+type attrBuilder struct{ attrWriter }
 
 // The following leave out zero values (see otlpschema's encoding rules).
 
-func (b *attrBuilder) str(key, v string) {
+func (b attrBuilder) str(key, v string) {
 	if v != "" {
 		b.putStr(key, v)
 	}
 }
 
-func (b *attrBuilder) num(key string, v int64) {
+func (b attrBuilder) num(key string, v int64) {
 	if v != 0 {
 		b.putInt(key, v)
 	}
 }
 
-func (b *attrBuilder) strs(key string, v []string) {
-	if len(v) == 0 {
-		return
-	}
-	items := b.a.items.take(len(v))
-	for i, x := range v {
-		items[i] = b.a.strValue(x)
-	}
-	b.put(key, b.a.arrayValue(items))
-}
-
-func (b *attrBuilder) uint16s(key string, v []uint16) {
-	if len(v) == 0 {
-		return
-	}
-	items := b.a.items.take(len(v))
-	for i, x := range v {
-		items[i] = b.a.intValue(int64(x))
-	}
-	b.put(key, b.a.arrayValue(items))
-}
-
-func (b *attrBuilder) bytes(key string, v []byte) {
+func (b attrBuilder) strs(key string, v []string) {
 	if len(v) > 0 {
-		b.put(key, b.a.bytesValue(v))
+		b.putStrs(key, v)
 	}
 }
 
-// done hands out the attributes built since the last call, as a list of their own.
-func (b *attrBuilder) done() []*commonpb.KeyValue {
-	out := b.a.attrs.take(len(b.kvs))
-	copy(out, b.kvs)
-	clear(b.kvs)
-	b.kvs = b.kvs[:0]
-	return out
+func (b attrBuilder) uint16s(key string, v []uint16) {
+	if len(v) > 0 {
+		b.putUint16s(key, v)
+	}
+}
+
+// addr leaves out an invalid address (an endpoint without one).
+func (b attrBuilder) addr(key string, v netip.Addr) {
+	if v.IsValid() {
+		b.putAddr(key, v)
+	}
+}
+
+func (b attrBuilder) mac(key string, v net.HardwareAddr) {
+	if len(v) > 0 {
+		b.putMAC(key, v)
+	}
+}
+
+func (b attrBuilder) bytes(key string, v []byte) {
+	if len(v) > 0 {
+		b.putBytes(key, v)
+	}
 }
 
 func unixNano(t time.Time) int64 {
@@ -232,34 +117,30 @@ func networkType(a netip.Addr) string {
 }
 
 // endpoints writes source.* and destination.* (always, ports included) and network.transport.
-func (b *attrBuilder) endpoints(t sdk.Transport, client, server sdk.Endpoint) {
-	b.str(s.AttrSourceAddress, addrString(client.Addr))
+func (b attrBuilder) endpoints(t sdk.Transport, client, server sdk.Endpoint) {
+	b.addr(s.AttrSourceAddress, client.Addr)
 	b.putInt(s.AttrSourcePort, int64(client.Port))
-	b.str(s.AttrDestinationAddress, addrString(server.Addr))
+	b.addr(s.AttrDestinationAddress, server.Addr)
 	b.putInt(s.AttrDestinationPort, int64(server.Port))
 	b.putStr(s.AttrNetworkTransport, s.TransportName(t))
 	b.str(s.AttrNetworkType, networkType(client.Addr))
 }
 
 // hostOverride writes host.name on a record only when it is not the resource's.
-func (b *attrBuilder) hostOverride(recordHost, resourceHost string) {
+func (b attrBuilder) hostOverride(recordHost, resourceHost string) {
 	if recordHost != resourceHost {
 		b.putStr(s.ResourceHostName, recordHost)
 	}
 }
 
-func (b *attrBuilder) flow(f *sdk.Flow, host string) {
+func (b attrBuilder) flow(f *sdk.Flow, host string) {
 	b.hostOverride(f.Host, host)
 	b.str(s.AttrInterfaceName, f.NIC)
 	b.num(s.AttrInterfaceIdx, int64(f.IfIndex))
 	b.str(s.AttrNetns, f.Netns)
 	b.endpoints(f.Transport, f.Client, f.Server)
-	if len(f.ClientMAC) > 0 {
-		b.str(s.AttrSourceMAC, f.ClientMAC.String())
-	}
-	if len(f.ServerMAC) > 0 {
-		b.str(s.AttrDestinationMAC, f.ServerMAC.String())
-	}
+	b.mac(s.AttrSourceMAC, f.ClientMAC)
+	b.mac(s.AttrDestinationMAC, f.ServerMAC)
 	b.uint16s(s.AttrVLAN, f.VLAN)
 	b.str(s.AttrCommunityID, f.CommunityID)
 	b.strs(s.AttrSubscriptions, f.Subscriptions)
@@ -282,7 +163,7 @@ func (b *attrBuilder) flow(f *sdk.Flow, host string) {
 	}
 }
 
-func (b *attrBuilder) event(e *sdk.Event, host string) {
+func (b attrBuilder) event(e *sdk.Event, host string) {
 	b.hostOverride(e.Host, host)
 	b.str(s.AttrEventKind, e.Kind)
 	b.str(s.AttrInterfaceName, e.NIC)
@@ -296,7 +177,7 @@ func (b *attrBuilder) event(e *sdk.Event, host string) {
 
 // l7 writes an L7 record's attributes; span selects the span form (HTTP), else the log record
 // form (see otlpschema: how Method and Host travel differs).
-func (b *attrBuilder) l7(r *sdk.L7, span bool) {
+func (b attrBuilder) l7(r *sdk.L7, span bool) {
 	b.putStr(s.AttrL7Protocol, r.Protocol)
 	b.endpoints(r.Transport, r.Client, r.Server)
 	if span {
@@ -348,65 +229,9 @@ func (b *attrBuilder) l7(r *sdk.L7, span bool) {
 	}
 }
 
-// logBuffer holds the log records built since the last export, and the arena they are built
-// in; the arena is reused once every record has been consumed (exported or dropped).
-type logBuffer struct {
-	attrBuilder
-	host     string // the resource's host.name
-	observed uint64 // observed_time_unix_nano of the records being built
-	recs     []*logspb.LogRecord
-	kinds    []kind
-}
-
-func (l *logBuffer) len() int { return len(l.recs) }
-
-// consume forgets the first n records, which must no longer be in use.
-func (l *logBuffer) consume(n int) {
-	if n >= len(l.recs) {
-		clear(l.recs)
-		l.recs, l.kinds = l.recs[:0], l.kinds[:0]
-		l.a.reset()
-		return
-	}
-	l.recs = append(l.recs[:0], l.recs[n:]...)
-	l.kinds = append(l.kinds[:0], l.kinds[n:]...)
-}
-
-// add makes a log record of the attributes built since the last one. The event name is also
-// the first attribute, for receivers that predate the field.
-func (l *logBuffer) add(k kind, event string, t time.Time, body *commonpb.AnyValue) {
-	l.putStr(s.AttrEventName, event)
-	name := l.kvs[len(l.kvs)-1]
-	copy(l.kvs[1:], l.kvs) // shifts the others up, over the name's slot
-	l.kvs[0] = name
-	r := l.a.records.get()
-	r.TimeUnixNano = timeUnixNano(t)
-	r.ObservedTimeUnixNano = l.observed
-	r.EventName = event
-	r.Attributes = l.done()
-	r.Body = body
-	l.recs = append(l.recs, r)
-	l.kinds = append(l.kinds, k)
-}
-
-func (l *logBuffer) addFlow(f *sdk.Flow) {
-	l.flow(f, l.host)
-	l.add(kindFlow, s.EventFlow, f.End, nil)
-}
-
-func (l *logBuffer) addEvent(e *sdk.Event) {
-	l.event(e, l.host)
-	l.add(kindEvent, s.EventFlowEvent, e.Time, nil)
-}
-
-func (l *logBuffer) addL7(r *sdk.L7) {
-	l.l7(r, false)
-	l.add(kindL7, s.EventL7, r.Time, nil)
-}
-
-// addInventory carries the inventory's JSON: sdk.MarshalInventoryLine's fields without its
+// inventoryJSON is the inventory's JSON: sdk.MarshalInventoryLine's fields without its
 // "type", which is what encoding/json gives for the plain struct.
-func (l *logBuffer) addInventory(inv *sdk.Inventory, log *slog.Logger) {
+func inventoryJSON(inv *sdk.Inventory, log *slog.Logger) []byte {
 	raw, err := json.Marshal(inv)
 	if err != nil {
 		// An inventory is plain data; this cannot happen short of a bug, and the record still
@@ -414,40 +239,43 @@ func (l *logBuffer) addInventory(inv *sdk.Inventory, log *slog.Logger) {
 		log.Error("encoding an inventory", "err", err)
 		raw = []byte(`{}`)
 	}
-	l.add(kindInventory, s.EventInventory, inv.Time, l.a.strValue(string(raw)))
+	return raw
 }
 
-// spanAttributes are an HTTP L7 record's span attributes, for the SDK's tracer. They are built
-// as for a log record, then converted, so that both forms share one mapping.
-func (b *attrBuilder) spanAttributes(r *sdk.L7) []attribute.KeyValue {
-	b.l7(r, true)
-	out := make([]attribute.KeyValue, 0, len(b.kvs))
-	for _, kv := range b.kvs {
-		out = append(out, sdkAttribute(kv))
-	}
-	clear(b.kvs)
-	b.kvs = b.kvs[:0]
-	b.a.reset()
-	return out
+// spanAttrs collects an HTTP L7 record's span attributes for the SDK's tracer.
+type spanAttrs struct{ kvs []attribute.KeyValue }
+
+var _ attrWriter = (*spanAttrs)(nil)
+
+func (w *spanAttrs) putStr(key, v string)       { w.kvs = append(w.kvs, attribute.String(key, v)) }
+func (w *spanAttrs) putInt(key string, v int64) { w.kvs = append(w.kvs, attribute.Int64(key, v)) }
+func (w *spanAttrs) putBool(key string, v bool) { w.kvs = append(w.kvs, attribute.Bool(key, v)) }
+func (w *spanAttrs) putStrs(key string, v []string) {
+	w.kvs = append(w.kvs, attribute.StringSlice(key, v))
 }
 
-// sdkAttribute converts the kinds of attribute value l7 writes.
-func sdkAttribute(kv *commonpb.KeyValue) attribute.KeyValue {
-	switch v := kv.GetValue().GetValue().(type) {
-	case *commonpb.AnyValue_StringValue:
-		return attribute.String(kv.Key, v.StringValue)
-	case *commonpb.AnyValue_IntValue:
-		return attribute.Int64(kv.Key, v.IntValue)
-	case *commonpb.AnyValue_BoolValue:
-		return attribute.Bool(kv.Key, v.BoolValue)
-	case *commonpb.AnyValue_ArrayValue:
-		items := v.ArrayValue.GetValues()
-		out := make([]string, len(items))
-		for i, item := range items {
-			out[i] = item.GetStringValue()
-		}
-		return attribute.StringSlice(kv.Key, out)
+func (w *spanAttrs) putUint16s(key string, v []uint16) {
+	ints := make([]int64, len(v))
+	for i, x := range v {
+		ints[i] = int64(x)
 	}
-	// l7 writes no other kind of value.
-	panic("otlpsink: no span attribute for " + kv.Key)
+	w.kvs = append(w.kvs, attribute.Int64Slice(key, ints))
+}
+
+func (w *spanAttrs) putAddr(key string, v netip.Addr)      { w.putStr(key, v.String()) }
+func (w *spanAttrs) putMAC(key string, v net.HardwareAddr) { w.putStr(key, v.String()) }
+
+// putBytes has no SDK attribute to map to; the span mapping (l7) writes no bytes.
+func (w *spanAttrs) putBytes(key string, _ []byte) {
+	panic("otlpsink: no span attribute for bytes (" + key + ")")
+}
+
+// spanAttributes are an HTTP L7 record's span attributes, as the log record form's mapping
+// gives them (span form).
+func spanAttributes(r *sdk.L7) []attribute.KeyValue {
+	// Room for the 31 attributes the span form can write and the record's own (Attributes): the
+	// SDK keeps the slice, so it is one allocation a span rather than several.
+	w := spanAttrs{kvs: make([]attribute.KeyValue, 0, 31+len(r.Attributes))}
+	attrBuilder{&w}.l7(r, true)
+	return w.kvs
 }

@@ -11,8 +11,11 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	collogspb "go.opentelemetry.io/proto/otlp/collector/logs/v1"
@@ -23,6 +26,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	grpcgzip "google.golang.org/grpc/encoding/gzip"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -30,8 +34,9 @@ import (
 	"github.com/quanyu/quanyu/internal/version"
 )
 
-// The log records' exporter sends the OTLP requests the pipeline builds, over gRPC or HTTP, as
-// the OTLP specification says (https://opentelemetry.io/docs/specs/otlp/): a failure the
+// The log records' exporter sends the OTLP requests the pipeline encodes (wire.go), as they
+// are, over gRPC (through a codec that passes the bytes on) or as the HTTP body, as the OTLP
+// specification says (https://opentelemetry.io/docs/specs/otlp/): a failure the
 // collector calls transient is retried with exponential backoff within the options' Timeout,
 // honouring its throttling hints; any other failure is final. A partial success comes back
 // as a *partialSuccess error.
@@ -43,7 +48,7 @@ var userAgent = "quanyu-sink-otlp/" + version.Version
 
 // logTransport sends one request once.
 type logTransport interface {
-	send(ctx context.Context, req *collogspb.ExportLogsServiceRequest) (*collogspb.ExportLogsServiceResponse, error)
+	send(ctx context.Context, req *logRequest) (*collogspb.ExportLogsServiceResponse, error)
 	close() error
 }
 
@@ -87,8 +92,9 @@ func newLogExporter(o Options, tlsCfg *tls.Config, log *slog.Logger) (*logExport
 }
 
 // export sends req until it succeeds, fails for good, or ctx ends, and says how many attempts
-// it made. The request is not used after export returns.
-func (e *logExporter) export(ctx context.Context, req *collogspb.ExportLogsServiceRequest) (attempts uint64, err error) {
+// it made. The transports may still hold the request's bytes after export returns (see
+// logRequest.refs).
+func (e *logExporter) export(ctx context.Context, req *logRequest) (attempts uint64, err error) {
 	backoff := retryInitial
 	for {
 		attempts++
@@ -127,9 +133,47 @@ func (e *logExporter) close() error { return e.t.close() }
 
 // grpcLogs is OTLP/gRPC: the LogsService's Export on a connection of its own.
 type grpcLogs struct {
-	conn   *grpc.ClientConn
-	client collogspb.LogsServiceClient
-	md     metadata.MD // the configured headers
+	conn *grpc.ClientConn
+	md   metadata.MD // the configured headers
+}
+
+// logsExportMethod is collogspb.LogsService_Export_FullMethodName, called directly so that the
+// request can be the encoded bytes.
+const logsExportMethod = collogspb.LogsService_Export_FullMethodName
+
+// rawCodec sends a logRequest's bytes as they are and decodes the response with protobuf-go.
+// Its name is the one the content type of protobuf-go's codec carries (application/grpc+proto):
+// to the collector it is the same.
+type rawCodec struct{}
+
+func (rawCodec) Name() string { return "proto" }
+
+func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	r, ok := v.(*logRequest)
+	if !ok {
+		return nil, fmt.Errorf("encoding an OTLP/gRPC request: want an encoded log request, got %T", v)
+	}
+	if mem.IsBelowBufferPoolingThreshold(cap(r.wire)) {
+		// gRPC would not tell when it is done with these bytes; they are few.
+		return mem.BufferSlice{mem.SliceBuffer(slices.Clone(r.wire))}, nil
+	}
+	// gRPC holds the bytes until they are written, which may be after Invoke returns; it
+	// calls r.Put when it is done.
+	r.hold()
+	return mem.BufferSlice{mem.NewBuffer(&r.wire, r)}, nil
+}
+
+func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	m, ok := v.(proto.Message)
+	if !ok {
+		return fmt.Errorf("decoding an OTLP/gRPC response: %T is not a protobuf message", v)
+	}
+	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+	defer buf.Free()
+	if err := proto.Unmarshal(buf.ReadOnlyData(), m); err != nil {
+		return fmt.Errorf("decoding an OTLP/gRPC response: %w", err)
+	}
+	return nil
 }
 
 func newGRPCLogs(o Options, tlsCfg *tls.Config) (*grpcLogs, error) {
@@ -145,18 +189,19 @@ func newGRPCLogs(o Options, tlsCfg *tls.Config) (*grpcLogs, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating the OTLP/gRPC connection for logs to %s: %w", o.endpoint(), err)
 	}
-	g := &grpcLogs{conn: conn, client: collogspb.NewLogsServiceClient(conn)}
+	g := &grpcLogs{conn: conn}
 	if len(o.Headers) > 0 {
 		g.md = metadata.New(o.Headers)
 	}
 	return g, nil
 }
 
-func (g *grpcLogs) send(ctx context.Context, req *collogspb.ExportLogsServiceRequest) (*collogspb.ExportLogsServiceResponse, error) {
+func (g *grpcLogs) send(ctx context.Context, req *logRequest) (*collogspb.ExportLogsServiceResponse, error) {
 	if g.md != nil {
 		ctx = metadata.NewOutgoingContext(ctx, g.md)
 	}
-	resp, err := g.client.Export(ctx, req)
+	resp := &collogspb.ExportLogsServiceResponse{}
+	err := g.conn.Invoke(ctx, logsExportMethod, req, resp, grpc.ForceCodecV2(rawCodec{}))
 	if err == nil {
 		return resp, nil
 	}
@@ -194,9 +239,7 @@ type httpLogs struct {
 	headers http.Header
 	gzip    bool
 	log     *slog.Logger
-
-	raw []byte       // the marshalled request, reused when it is compressed
-	zw  *gzip.Writer // reused between requests
+	zw      sync.Pool // *gzip.Writer, reused between requests (one per export in flight)
 }
 
 func newHTTPLogs(o Options, tlsCfg *tls.Config, log *slog.Logger) *httpLogs {
@@ -220,48 +263,74 @@ func newHTTPLogs(o Options, tlsCfg *tls.Config, log *slog.Logger) *httpLogs {
 	h.headers.Set("User-Agent", userAgent)
 	if h.gzip {
 		h.headers.Set("Content-Encoding", "gzip")
-		h.zw = gzip.NewWriter(io.Discard)
 	}
 	return h
 }
 
-// body is the request's HTTP body. It is a new buffer every time: net/http may still be
-// writing a body after Do returns (when the collector answers early), so a body is never
-// reused; the uncompressed bytes, consumed before Do, are.
-func (h *httpLogs) body(req *collogspb.ExportLogsServiceRequest) ([]byte, error) {
+// body is the request's HTTP body: its bytes, or their gzip compression, made on the first
+// attempt and kept for the retries.
+func (h *httpLogs) body(req *logRequest) ([]byte, error) {
 	if !h.gzip {
-		raw, err := proto.Marshal(req)
-		if err != nil {
-			return nil, fmt.Errorf("encoding the OTLP logs request: %w", err)
-		}
-		return raw, nil
+		return req.wire, nil
 	}
-	var err error
-	if h.raw, err = (proto.MarshalOptions{}).MarshalAppend(h.raw[:0], req); err != nil {
-		return nil, fmt.Errorf("encoding the OTLP logs request: %w", err)
+	if req.zipOK {
+		return req.zipped, nil
 	}
+	zw, _ := h.zw.Get().(*gzip.Writer)
+	if zw == nil {
+		zw = gzip.NewWriter(io.Discard)
+	}
+	defer h.zw.Put(zw)
 	// Flow records compress to about a tenth; starting there saves most regrowth.
-	var buf bytes.Buffer
-	buf.Grow(len(h.raw)/8 + 512)
-	h.zw.Reset(&buf)
-	if _, err := h.zw.Write(h.raw); err != nil {
+	buf := bytes.NewBuffer(req.zipped[:0])
+	buf.Grow(len(req.wire)/8 + 512)
+	zw.Reset(buf)
+	if _, err := zw.Write(req.wire); err != nil {
 		return nil, fmt.Errorf("compressing the OTLP logs request: %w", err)
 	}
-	if err := h.zw.Close(); err != nil {
+	if err := zw.Close(); err != nil {
 		return nil, fmt.Errorf("compressing the OTLP logs request: %w", err)
 	}
-	return buf.Bytes(), nil
+	req.zipped, req.zipOK = buf.Bytes(), true
+	return req.zipped, nil
 }
 
-func (h *httpLogs) send(ctx context.Context, req *collogspb.ExportLogsServiceRequest) (*collogspb.ExportLogsServiceResponse, error) {
+// requestBody is an HTTP body over a request's bytes. net/http may still read it after Do
+// returns (when the collector answers early) but always closes it, and says so: Close tells
+// the request that this use of its bytes is over.
+type requestBody struct {
+	bytes.Reader
+	req    *logRequest
+	closed atomic.Bool
+}
+
+func newRequestBody(req *logRequest, b []byte) *requestBody {
+	req.hold()
+	body := &requestBody{req: req}
+	body.Reset(b)
+	return body
+}
+
+func (b *requestBody) Close() error {
+	if b.closed.CompareAndSwap(false, true) {
+		b.req.release()
+	}
+	return nil
+}
+
+func (h *httpLogs) send(ctx context.Context, req *logRequest) (*collogspb.ExportLogsServiceResponse, error) {
 	body, err := h.body(req)
 	if err != nil {
 		return nil, err
 	}
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, h.url, bytes.NewReader(body))
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, h.url, nil)
 	if err != nil {
 		return nil, fmt.Errorf("making the OTLP/HTTP request to %s: %w", h.url, err)
 	}
+	// As NewRequest sets them for a bytes.Reader; GetBody lets the transport resend on a
+	// keep-alive connection that turned out closed, within Do.
+	hreq.Body, hreq.ContentLength = newRequestBody(req, body), int64(len(body))
+	hreq.GetBody = func() (io.ReadCloser, error) { return newRequestBody(req, body), nil }
 	hreq.Header = h.headers.Clone()
 	resp, err := h.client.Do(hreq)
 	if err != nil {

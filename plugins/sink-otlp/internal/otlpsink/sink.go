@@ -3,11 +3,12 @@
 // inventories as log records, HTTP L7 records as server spans, per-edge counts as metrics.
 //
 // Write only queues (a bounded queue, in records); one worker per configuration builds the
-// signals and exports them. Log records, the bulk (flows), are built as OTLP protobuf messages
-// and sent by the sink's own OTLP/gRPC or OTLP/HTTP client, because the OpenTelemetry Go SDK
-// costs too much per record for them (bench/RESULTS.md); spans and metrics go through the SDK
-// and its exporters. Everything Write accepts ends up in a counter: sent.<kind>, or
-// dropped.<reason>.
+// signals, and up to two exports of log records are under way while it builds the next. Log
+// records, the bulk (flows), are encoded straight into the OTLP protobuf wire format and sent
+// by the sink's own OTLP/gRPC or OTLP/HTTP client, and the per-edge sums are kept by the sink,
+// because the OpenTelemetry Go SDK costs too much per record for them (bench/RESULTS.md);
+// spans go through the SDK, and the SDK's metric exporter sends the sums. Everything Write
+// accepts ends up in a counter: sent.<kind>, or dropped.<reason>.
 package otlpsink
 
 import (

@@ -80,7 +80,11 @@ func testBatch() *sdk.Batch {
 }
 
 func options(t testing.TB, c *collector, protocol string, extra map[string]any) json.RawMessage {
-	o := map[string]any{"protocol": protocol, "endpoint": c.addr, "agent_id": "agent-7", "timeout": "5s"}
+	return optionsAt(t, c.addr, protocol, extra)
+}
+
+func optionsAt(t testing.TB, addr, protocol string, extra map[string]any) json.RawMessage {
+	o := map[string]any{"protocol": protocol, "endpoint": addr, "agent_id": "agent-7", "timeout": "5s"}
 	for k, v := range extra {
 		o[k] = v
 	}
