@@ -321,13 +321,9 @@ const threeTierCatalog = `[
  {"app":"orders-db","owner":{"name":"DB team","team":"db","contact":"db@example.com"},"match":[{"cidr":"10.81.0.4/32"}]}
 ]`
 
-// Acceptance 1, 2, 4, 5 and 6: client → api → db with HTTP between namespaces; one agent watches
-// the client's link and one the api's, so client → api is seen twice and must count once; the
-// graph names the applications and owners from mix's catalog, with the request counts that were
-// sent; /metrics passes promtool; bad OTLP is refused without touching the graph; a restarted
-// analysis shows the last hour again.
-func TestAnalysisServiceGraph(t *testing.T) {
-	l := newThreeTier(t)
+// startMixWithCatalog runs mix holding the three-tier lab's applications and owners.
+func startMixWithCatalog(t *testing.T) *mixProc {
+	t.Helper()
 	m := startMix(t)
 	cat := filepath.Join(t.TempDir(), "catalog.json")
 	if err := writeFile(cat, threeTierCatalog); err != nil {
@@ -336,6 +332,17 @@ func TestAnalysisServiceGraph(t *testing.T) {
 	if out, err := m.cli(t, opsToken, "catalog", "apply", "-f", cat); err != nil {
 		t.Fatalf("catalog apply: %v\n%s", err, out)
 	}
+	return m
+}
+
+// Acceptance 1, 2, 4, 5 and 6: client → api → db with HTTP between namespaces; one agent watches
+// the client's link and one the api's, so client → api is seen twice and must count once; the
+// graph names the applications and owners from mix's catalog, with the request counts that were
+// sent; /metrics passes promtool; bad OTLP is refused without touching the graph; a restarted
+// analysis shows the last hour again.
+func TestAnalysisServiceGraph(t *testing.T) {
+	l := newThreeTier(t)
+	m := startMixWithCatalog(t)
 	a := startAnalysis(t, t.TempDir(), m.addr)
 	startOTLPAgent(t, "agent-client", l.clientPort, a.grpc)
 	startOTLPAgent(t, "agent-api", l.apiPort, a.grpc)
@@ -469,14 +476,7 @@ func sameGraph(a, b graphJSON) bool {
 // data, and the graph comes out as without it.
 func TestAnalysisThroughCollector(t *testing.T) {
 	l := newThreeTier(t)
-	m := startMix(t)
-	cat := filepath.Join(t.TempDir(), "catalog.json")
-	if err := writeFile(cat, threeTierCatalog); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := m.cli(t, opsToken, "catalog", "apply", "-f", cat); err != nil {
-		t.Fatalf("catalog apply: %v\n%s", err, out)
-	}
+	m := startMixWithCatalog(t)
 	direct := startAnalysis(t, t.TempDir(), m.addr)
 	viaCollector := startAnalysis(t, t.TempDir(), m.addr)
 	col := testbin.StartOtelCol(t, testbin.OtelColConfig{ExportTo: viaCollector.grpc}) // gzip, the collector's default
