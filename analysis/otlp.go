@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"mime"
 	"net/http"
 	"sync/atomic"
@@ -31,7 +30,6 @@ import (
 type receiver struct {
 	ingest   func([]otlpschema.Batch)
 	maxBytes int
-	log      *slog.Logger
 
 	requests, malformed, tooLarge, rejected, records atomic.Uint64
 	metricPoints                                     atomic.Uint64

@@ -57,7 +57,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("starting the engine: %w", err)
 	}
 	s := &Server{cfg: cfg, log: log, st: st, eng: eng}
-	s.rcv = &receiver{ingest: eng.Ingest, maxBytes: cfg.OTLP.MaxRequestBytes, log: log.With("component", "otlp")}
+	s.rcv = &receiver{ingest: eng.Ingest, maxBytes: cfg.OTLP.MaxRequestBytes}
 	if cfg.Mix.Address != "" {
 		m := cfg.Mix
 		s.mix = &mixwatch.Client{
