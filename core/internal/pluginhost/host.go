@@ -149,7 +149,10 @@ func (p *Plugin) launch(ctx context.Context) (*plugin.Client, any, sdk.Info, err
 	cmd := exec.Command(p.path)
 	cmd.Env = append(os.Environ(), sdk.LogLevelEnv+"="+p.host.LogLevel.String())
 	// The kernel kills the plugin if the agent dies without stopping it (SIGKILL, OOM): a plugin
-	// must never outlive its agent and keep capturing.
+	// must never outlive its agent and keep capturing. Pdeathsig follows the thread that started
+	// the plugin, not the process: the agent must never end a thread (runtime.LockOSThread in a
+	// goroutine that returns locked, as entering a network namespace does), or plugins started
+	// from it would be killed with it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if p.Kind == sdk.KindSink && p.host.Stdout != nil {
 		cmd.ExtraFiles = []*os.File{p.host.Stdout}
