@@ -45,6 +45,10 @@ generate: ## Regenerate protobuf code and the eBPF object (pinned generators fro
 	@command -v clang >/dev/null || { echo "make generate needs clang and libbpf-dev for the eBPF program (apt-get install clang llvm libbpf-dev)"; exit 1; }
 	cd plugins/capture-ebpf/internal/kern && $(GO) generate ./...
 
+.PHONY: ui
+ui: ## Rebuild the analysis web UI into analysis/ui/dist (npm; dist is committed, so go build needs no Node)
+	cd analysis/ui && npm ci && npm run build
+
 .PHONY: check-generated
 check-generated: generate ## Fail if the committed generated code differs from a fresh generation
 	@git diff --exit-code -- $(GENERATED) || { echo "generated code is stale: run make generate and commit"; exit 1; }

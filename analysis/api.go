@@ -10,9 +10,11 @@ import (
 	"time"
 
 	"github.com/quanyu/quanyu/analysis/internal/engine"
+	"github.com/quanyu/quanyu/analysis/ui"
 )
 
-// handler serves the JSON API under /api/v1/, /metrics and /healthz.
+// handler serves the web UI at /, the JSON API under /api/v1/ (mix's admin API passed on under
+// /api/v1/mix/), /metrics and /healthz.
 func (s *Server) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/graph", s.getGraph)
@@ -23,10 +25,12 @@ func (s *Server) handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/l7/endpoints", s.getL7Endpoints)
 	mux.HandleFunc("GET /api/v1/agents", s.getAgents)
 	mux.HandleFunc("GET /metrics", s.getMetrics)
+	mux.Handle("/api/v1/mix/", s.mixProxy())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusNotFound, fmt.Sprintf("no API at %s %s", r.Method, r.URL.Path))
 	})
+	mux.Handle("/", ui.Handler())
 	return mux
 }
 

@@ -37,11 +37,18 @@ type OTLPConfig struct {
 	MaxRequestBytes int `koanf:"max_request_bytes"`
 }
 
-// MixConfig is how analysis reaches mix for the application catalog. Without an address the
-// graph has no applications or owners: endpoints are shown as addresses.
+// MixConfig is how analysis reaches mix: over gRPC for the application catalog (without an
+// address the graph has no applications or owners: endpoints are shown as addresses), and over
+// mix's HTTP admin API for the UI's agents and subscriptions pages.
 type MixConfig struct {
-	Address    string `koanf:"address"`
-	Token      string `koanf:"token"`
+	Address string `koanf:"address"`
+	Token   string `koanf:"token"`
+	// HTTPAddress is mix's HTTP admin API, host:port; the UI reaches it through analysis at
+	// /api/v1/mix/. Empty: those pages say mix is not configured.
+	HTTPAddress string `koanf:"http_address"`
+	// AdminToken is sent to the admin API: a viewer token shows agents and subscriptions, an
+	// admin token also lets the UI edit subscriptions.
+	AdminToken string `koanf:"admin_token"`
 	CA         string `koanf:"ca"`
 	Cert       string `koanf:"cert"`
 	Key        string `koanf:"key"`
@@ -73,6 +80,8 @@ func defaultsMap(c Config) map[string]any {
 		"data_dir":               c.DataDir,
 		"mix.address":            c.Mix.Address,
 		"mix.token":              c.Mix.Token,
+		"mix.http_address":       c.Mix.HTTPAddress,
+		"mix.admin_token":        c.Mix.AdminToken,
 		"mix.ca":                 c.Mix.CA,
 		"mix.cert":               c.Mix.Cert,
 		"mix.key":                c.Mix.Key,
@@ -130,6 +139,11 @@ func (c *Config) Validate() error {
 	if c.Mix.Address != "" {
 		if _, _, err := net.SplitHostPort(c.Mix.Address); err != nil {
 			return bad("mix.address", "%q is not host:port", c.Mix.Address)
+		}
+	}
+	if c.Mix.HTTPAddress != "" {
+		if _, _, err := net.SplitHostPort(c.Mix.HTTPAddress); err != nil {
+			return bad("mix.http_address", "%q is not host:port", c.Mix.HTTPAddress)
 		}
 	}
 	if (c.Mix.Cert == "") != (c.Mix.Key == "") {

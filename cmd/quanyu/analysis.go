@@ -24,6 +24,8 @@ func runAnalysis(args []string, _, stderr io.Writer) error {
 	fs.String("data-dir", "", "`directory` of the store (default: the user's state directory)")
 	fs.String("mix", "", "mix's gRPC `address`, for the application catalog")
 	fs.String("mix-token", "", "bearer `token` for mix")
+	fs.String("mix-http", "", "mix's HTTP admin API `address`, for the UI's agents and subscriptions pages")
+	fs.String("mix-admin-token", "", "bearer `token` for mix's admin API (viewer to read, admin to edit)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: quanyu analysis [flags]\n\nRuns analysis: receives the agents' OTLP, builds the live service graph with applications and\nowners from mix's catalog, and serves it as JSON (/api/v1/graph), Prometheus /metrics and more.\n\nFlags:")
 		fs.PrintDefaults()
@@ -39,7 +41,8 @@ func runAnalysis(args []string, _, stderr io.Writer) error {
 	flags := map[string]any{}
 	fs.Visit(func(f *flag.Flag) {
 		key := map[string]string{"otlp-grpc": "otlp.grpc_listen", "otlp-http": "otlp.http_listen",
-			"http-listen": "http_listen", "data-dir": "data_dir", "mix": "mix.address", "mix-token": "mix.token"}[f.Name]
+			"http-listen": "http_listen", "data-dir": "data_dir", "mix": "mix.address", "mix-token": "mix.token",
+			"mix-http": "mix.http_address", "mix-admin-token": "mix.admin_token"}[f.Name]
 		if key != "" {
 			flags[key] = f.Value.String()
 		}

@@ -22,6 +22,7 @@ import (
 type mixProc struct {
 	cmd  *exec.Cmd
 	addr string
+	http string // the HTTP/JSON admin API's address; empty when it does not listen
 	dir  string
 	log  syncBuffer
 	cfg  string
@@ -44,13 +45,25 @@ func freePort(t testing.TB) string {
 	return ln.Addr().String()
 }
 
-// startMix runs mix with four tokens (two admins, a viewer, an agent) on a free port.
+// startMix runs mix with four tokens (two admins, a viewer, an agent) on a free port, gRPC only.
 func startMix(t testing.TB) *mixProc {
 	t.Helper()
-	m := &mixProc{addr: freePort(t), dir: t.TempDir()}
+	return startMixListening(t, "")
+}
+
+// startMixHTTP is startMix with the HTTP/JSON admin API on a free port too (m.http), for tests
+// that reach mix the way a browser does, through analysis's proxy.
+func startMixHTTP(t testing.TB) *mixProc {
+	t.Helper()
+	return startMixListening(t, freePort(t))
+}
+
+func startMixListening(t testing.TB, httpAddr string) *mixProc {
+	t.Helper()
+	m := &mixProc{addr: freePort(t), http: httpAddr, dir: t.TempDir()}
 	m.cfg = filepath.Join(m.dir, "mix.yaml")
 	yaml := fmt.Sprintf(`listen: %s
-http_listen: ""
+http_listen: "%s"
 data_dir: %s
 push:
   debounce: 20ms
@@ -60,7 +73,7 @@ tokens:
   - {name: ops2, token: %s, role: admin}
   - {name: dash, token: %s, role: viewer}
   - {name: host1, token: %s, role: agent}
-`, m.addr, filepath.Join(m.dir, "data"), opsToken, ops2Token, viewToken, agentToken)
+`, m.addr, m.http, filepath.Join(m.dir, "data"), opsToken, ops2Token, viewToken, agentToken)
 	if err := os.WriteFile(m.cfg, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,208 @@
+// The web UI's acceptance scenarios, against the three-tier lab that TestWebUI in
+// cmd/quanyu/ui_test.go starts: the map names the lab's applications and owners and clicking an
+// edge shows the figures analysis counted; the flows table filters by port and opens a
+// conversation's trace; a subscription that mix refuses shows mix's error beside the field it
+// names; the page never asks anything of a host other than 127.0.0.1; each view is photographed.
+//
+// Inputs (environment): QUANYU_UI_URL (analysis's HTTP address), QUANYU_UI_SCREENSHOTS (a
+// directory), QUANYU_UI_EXPECT (JSON: nodes, edges, click, flows, subscription; see ui_test.go).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  env, expectations, launch, foreignRequests, shot, byTestId, routeURL, firstNumber,
+  waitMapSettled, clickEdge,
+} from './lib.mjs';
+
+const base = env('QUANYU_UI_URL');
+const want = expectations();
+const T = 20_000; // per wait: the lab's data is already in analysis, so this is generous
+let b;
+
+before(async () => {
+  b = await launch();
+  b.page.setDefaultTimeout(T);
+});
+
+after(async () => {
+  if (b.consoleErrors.length) console.error(`browser console errors:\n  ${b.consoleErrors.join('\n  ')}`);
+  await b?.close();
+});
+
+// scenario photographs the page when a step fails, so the artifact shows what the browser saw.
+function scenario(name, fn) {
+  test(name, async () => {
+    try {
+      await fn(b.page);
+    } catch (err) {
+      await shot(b.page, `FAILED-${name.split(':')[0]}`).catch(() => {});
+      throw err;
+    }
+  });
+}
+
+// cyGraph reads the map as cytoscape holds it: each node's application and owner (from its data,
+// or its "app\nowner" label) and each edge's ends.
+async function cyGraph(page) {
+  return page.evaluate(() => {
+    const cy = window.__quanyu.cy;
+    const label = (n) => String(n.data('label') ?? n.style('label') ?? '');
+    const nodes = cy.nodes().map((n) => {
+      const [lApp, lOwner] = label(n).split('\n');
+      return { id: n.id(), app: n.data('app') ?? lApp, owner: n.data('owner') ?? lOwner, label: label(n) };
+    });
+    const edges = cy.edges().map((e) => ({ id: e.id(), source: e.source().id(), target: e.target().id() }));
+    return { nodes, edges };
+  });
+}
+
+scenario('a: map shows the applications, owners and edges; clicking an edge shows its figures', async (page) => {
+  await page.goto(routeURL(base, '#/map'));
+  await page.locator(byTestId('view-map')).waitFor();
+  await waitMapSettled(page, want.nodes.length, T);
+  await shot(page, 'map');
+
+  const g = await cyGraph(page);
+  const appOf = Object.fromEntries(g.nodes.map((n) => [n.id, n.app]));
+  for (const n of want.nodes) {
+    const got = g.nodes.find((x) => x.app === n.app);
+    assert.ok(got, `no map node for ${n.app}; nodes: ${JSON.stringify(g.nodes)}`);
+    assert.equal(got.owner, n.owner, `owner of ${n.app} (label ${JSON.stringify(got.label)})`);
+    assert.ok(got.label.includes(n.app) && got.label.includes(n.owner),
+      `label of ${n.app} should be "app\\nowner", is ${JSON.stringify(got.label)}`);
+  }
+  for (const e of want.edges) {
+    assert.ok(g.edges.some((x) => appOf[x.source] === e.sourceApp && appOf[x.target] === e.targetApp),
+      `no map edge ${e.sourceApp} → ${e.targetApp}; edges: ${JSON.stringify(g.edges)}`);
+  }
+  // The edge list names the same edges, by node id or application.
+  const rows = await page.locator(byTestId('edge-row')).evaluateAll((els) =>
+    els.map((el) => ({ source: el.dataset.source, target: el.dataset.target })));
+  for (const e of want.edges) {
+    const end = (v, id, app) => v === id || v === app;
+    assert.ok(rows.some((r) => end(r.source, e.source, e.sourceApp) && end(r.target, e.target, e.targetApp)),
+      `no edge-row for ${e.sourceApp} → ${e.targetApp}; rows: ${JSON.stringify(rows)}`);
+  }
+
+  const c = want.click;
+  const edge = g.edges.find((x) => appOf[x.source] === c.sourceApp && appOf[x.target] === c.targetApp);
+  assert.ok(edge, `no map edge ${c.sourceApp} → ${c.targetApp} to click`);
+  const at = await clickEdge(page, edge.id);
+  const details = page.locator(byTestId('details'));
+  await details.waitFor().catch((err) => {
+    throw new Error(`clicking edge ${edge.id} at (${at.x}, ${at.y}) opened no details: ${err.message}`);
+  });
+  const req = page.locator(byTestId('detail-requests'));
+  // The figure can arrive after the panel: wait for it rather than read it once.
+  await page.waitForFunction(
+    ([sel, n]) => {
+      const el = document.querySelector(sel);
+      if (!el) return false;
+      const m = /-?\d[\d,\u00a0\u202f ]*/.exec(el.textContent);
+      return !!m && Number(m[0].replace(/[,\u00a0\u202f ]/g, '')) === n;
+    },
+    [byTestId('detail-requests'), c.requests],
+    { timeout: T },
+  ).catch(async () => {
+    throw new Error(`detail-requests shows ${JSON.stringify(await req.textContent())}, want ${c.requests} for ${c.sourceApp} → ${c.targetApp}`);
+  });
+  for (const id of ['detail-errors', 'detail-latency-p95', 'detail-bytes', 'detail-flows', 'detail-client-owner', 'detail-server-owner']) {
+    await page.locator(byTestId(id)).waitFor();
+  }
+  assert.equal(firstNumber(await page.locator(byTestId('detail-errors')).textContent()), 0, 'detail-errors');
+  assert.ok(firstNumber(await page.locator(byTestId('detail-bytes')).textContent()) > 0, 'detail-bytes should be > 0');
+  assert.ok(firstNumber(await page.locator(byTestId('detail-flows')).textContent()) > 0, 'detail-flows should be > 0');
+  assert.match(await page.locator(byTestId('detail-client-owner')).textContent(), new RegExp(c.clientOwner));
+  assert.match(await page.locator(byTestId('detail-server-owner')).textContent(), new RegExp(c.serverOwner));
+  await shot(page, 'map-details');
+});
+
+scenario('b: flows table filters by port and opens a trace', async (page) => {
+  const f = want.flows;
+  await page.goto(routeURL(base, '#/flows'));
+  await page.locator(byTestId('view-flows')).waitFor();
+  const rows = page.locator(byTestId('flow-row'));
+  await rows.first().waitFor();
+  // The server endpoint cell reads ADDR:PORT; innerText keeps cells apart (textContent runs the
+  // port into the next cell's figure).
+  const port = new RegExp(`:${f.port}(?!\\d)`);
+  const all = await rows.allInnerTexts();
+  assert.ok(all.some((t) => !port.test(t)),
+    `before filtering, the table should list conversations on other ports than ${f.port} too: ${JSON.stringify(all)}`);
+  await shot(page, 'flows');
+
+  await page.locator(byTestId('flows-filter-port')).fill(String(f.port));
+  await page.locator(byTestId('flows-apply')).click();
+  // Narrowed: every row is on the port, and there is at least one.
+  await page.waitForFunction(
+    ([sel, p]) => {
+      const rs = [...document.querySelectorAll(sel)];
+      return rs.length > 0 && rs.every((r) => new RegExp(`:${p}(?!\\d)`).test(r.innerText));
+    },
+    [byTestId('flow-row'), f.port],
+    { timeout: T },
+  ).catch(async () => {
+    throw new Error(`after filtering on port ${f.port} the rows are ${JSON.stringify(await rows.allInnerTexts())}`);
+  });
+  const narrowed = await rows.allInnerTexts();
+  assert.ok(narrowed.length <= all.length, 'filtering added rows');
+  await shot(page, 'flows-filtered');
+
+  const row = rows.first();
+  const cid = await row.getAttribute('data-cid');
+  assert.ok(cid, 'flow-row has no data-cid');
+  await row.click();
+  await page.locator(byTestId('view-trace')).waitFor();
+  await page.locator(byTestId('trace-item')).first().waitFor();
+  const hash = decodeURIComponent(new URL(page.url()).hash);
+  assert.equal(hash, `#/trace/${cid}`, 'the trace route names the conversation clicked');
+  const kinds = await page.locator(byTestId('trace-item')).evaluateAll((els) => els.map((e) => e.dataset.kind));
+  assert.ok(kinds.length > 0 && kinds.every(Boolean), `trace-items need a data-kind: ${JSON.stringify(kinds)}`);
+  console.error(`trace ${cid}: ${kinds.length} items (${[...new Set(kinds)].join(', ')})`);
+  await shot(page, 'trace');
+});
+
+scenario('agents view loads with mix reachable', async (page) => {
+  await page.goto(routeURL(base, '#/agents'));
+  await page.locator(byTestId('view-agents')).waitFor();
+  await page.locator(`${byTestId('agents-table')}, ${byTestId('agents-empty')}`).first().waitFor();
+  assert.equal(await page.locator(byTestId('mix-unreachable')).count(), 0,
+    'mix-unreachable is shown, but analysis proxies a running mix');
+  await shot(page, 'agents');
+});
+
+scenario('c: a subscription mix refuses shows the field error; a valid one is saved', async (page) => {
+  const s = want.subscription;
+  await page.goto(routeURL(base, '#/subscriptions'));
+  await page.locator(byTestId('view-subscriptions')).waitFor();
+  await page.locator(byTestId('subs-table')).waitFor();
+  await shot(page, 'subscriptions');
+
+  const editor = page.locator(byTestId('sub-editor'));
+  await editor.fill(s.bad);
+  await page.locator(byTestId('sub-save')).click();
+  const fieldErr = page.locator(`${byTestId('field-error')}[data-path*="${s.badPath}"]`);
+  await fieldErr.first().waitFor().catch(async () => {
+    const shown = await page.locator(byTestId('field-error')).evaluateAll((els) =>
+      els.map((e) => ({ path: e.dataset.path, text: e.textContent })));
+    const banner = await page.locator(`${byTestId('sub-error')}, ${byTestId('error-banner')}`).allTextContents();
+    throw new Error(`no field-error for ${s.badPath}; field errors ${JSON.stringify(shown)}, other errors ${JSON.stringify(banner)}`);
+  });
+  assert.ok((await fieldErr.first().textContent()).trim().length > 0, 'the field error says nothing');
+  assert.equal(await page.locator(byTestId('sub-saved')).count(), 0, 'a refused subscription is reported saved');
+  assert.equal(await page.locator(`${byTestId('sub-row')}[data-id="${s.badId}"]`).count(), 0,
+    'the refused subscription is listed');
+  await shot(page, 'subscription-error');
+
+  await editor.fill(s.good);
+  await page.locator(byTestId('sub-save')).click();
+  await page.locator(byTestId('sub-saved')).waitFor();
+  await page.locator(`${byTestId('sub-row')}[data-id="${s.goodId}"]`).waitFor();
+  assert.equal(await page.locator(byTestId('field-error')).count(), 0, 'field errors outlive a successful save');
+  await shot(page, 'subscription-saved');
+});
+
+scenario('d: every request stays on 127.0.0.1', async () => {
+  assert.ok(b.requests.some((u) => new URL(u).pathname.startsWith('/api/')), `the page made no API request: ${JSON.stringify(b.requests)}`);
+  assert.deepEqual(foreignRequests(b.requests), [], 'requests to hosts other than 127.0.0.1');
+  console.error(`${b.requests.length} requests, all to 127.0.0.1`);
+});
