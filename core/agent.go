@@ -560,6 +560,7 @@ func (a *Agent) Counters() map[string]uint64 {
 			c[k] = v
 		}
 	}
+	a.cpuCounters(c)
 	return c
 }
 

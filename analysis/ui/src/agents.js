@@ -9,7 +9,7 @@ export function mountAgents(container) {
   container.replaceChildren(h('section', { 'data-testid': 'view-agents', class: 'view' },
     h('div', { class: 'toolbar' }, h('h2', null, 'agents'), status), notes,
     h('table', { 'data-testid': 'agents-table', class: 'grid' },
-      h('thead', null, h('tr', null, ['agent', 'host', 'status', 'applied version', 'backend', 'CPU', 'drops', 'last seen (mix)', 'last record (analysis)', 'records', 'last error'].map((t) => h('th', null, t)))),
+      h('thead', null, h('tr', null, ['agent', 'host', 'status', 'applied version', 'backend', 'CPU time', 'drops', 'last seen (mix)', 'last record (analysis)', 'records', 'last error'].map((t) => h('th', null, t)))),
       body)));
   const load = async () => {
     const [mine, mix] = await Promise.allSettled([api('/api/v1/agents'), api('/api/v1/mix/agents')]);
@@ -71,7 +71,7 @@ function row(r) {
     h('td', null, h('span', { class: 'status status-' + (m.status || 'none').toLowerCase() }, st)),
     h('td', { class: 'mono' }, m.applied_version || '', m.pending_version && m.pending_version !== m.applied_version ? h('span', { class: 'muted' }, ` (pending ${m.pending_version})`) : null),
     h('td', { title: m.fallback_reason || '' }, m.backend || '', m.fallback_reason ? ' ⚠' : ''),
-    h('td', { class: 'num', title: counters }, cpu === null ? '–' : fmtNum(cpu)),
+    h('td', { class: 'num', title: counters }, cpu === null ? '–' : `${(cpu / 1000).toFixed(1)} s`),
     h('td', { class: 'num', title: counters }, drops === null ? '–' : fmtNum(drops)),
     h('td', null, lastSeenMix ? ago(lastSeenMix) : '–'),
     h('td', { 'data-testid': 'agent-last-seen' }, a ? ago(a.last_seen) : 'nothing received'),
