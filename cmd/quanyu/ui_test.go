@@ -65,6 +65,7 @@ func TestWebUI(t *testing.T) {
 		Flows struct {
 			Port int `json:"port"`
 		} `json:"flows"`
+		Agents []string `json:"agents"`
 		Subscription struct {
 			Bad     string `json:"bad"`
 			BadID   string `json:"badId"`
@@ -91,6 +92,7 @@ func TestWebUI(t *testing.T) {
 	want.Click.ClientOwner, want.Click.ServerOwner = owners["shop-client"], owners["orders-api"]
 	// The table lists the client → api conversation too; filtering on the db's port must drop it.
 	want.Flows.Port = l.dbHTTP
+	want.Agents = []string{"agent-client", "agent-api"}
 	// 99999 is no port: mix refuses the document and names spec.L4[0].
 	want.Subscription.Bad, want.Subscription.BadID, want.Subscription.BadPath = `{"id":"bad","spec":{"L4":["99999"]}}`, "bad", "spec.L4[0]"
 	want.Subscription.Good, want.Subscription.GoodID = `{"id":"ui-web","spec":{"L4":["8080"]}}`, "ui-web"

@@ -113,6 +113,12 @@ scenario('a: map shows the applications, owners and edges; clicking an edge show
   assert.ok(firstNumber(await page.locator(byTestId('detail-flows')).textContent()) > 0, 'detail-flows should be > 0');
   assert.match(await page.locator(byTestId('detail-client-owner')).textContent(), new RegExp(c.clientOwner));
   assert.match(await page.locator(byTestId('detail-server-owner')).textContent(), new RegExp(c.serverOwner));
+  // The edge's top L7 endpoints hold the one the client called, with its request count, and the
+  // time series are drawn (uPlot renders each chart into a canvas).
+  const ep = page.locator(byTestId('endpoint-row')).filter({ hasText: 'GET' }).filter({ hasText: '/orders' });
+  await ep.first().waitFor();
+  assert.match(await ep.first().textContent(), new RegExp(String(c.requests)), 'endpoint-row GET /orders');
+  await page.locator(`${byTestId('detail-charts')} canvas`).first().waitFor();
   await shot(page, 'map-details');
 });
 
@@ -167,6 +173,10 @@ scenario('agents view loads with mix reachable', async (page) => {
   await page.locator(`${byTestId('agents-table')}, ${byTestId('agents-empty')}`).first().waitFor();
   assert.equal(await page.locator(byTestId('mix-unreachable')).count(), 0,
     'mix-unreachable is shown, but analysis proxies a running mix');
+  // Both agents that send to this analysis are listed.
+  for (const id of want.agents ?? []) {
+    await page.locator(`${byTestId('agent-row')}[data-id="${id}"]`).waitFor();
+  }
   await shot(page, 'agents');
 });
 
