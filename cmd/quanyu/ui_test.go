@@ -65,7 +65,7 @@ func TestWebUI(t *testing.T) {
 		Flows struct {
 			Port int `json:"port"`
 		} `json:"flows"`
-		Agents []string `json:"agents"`
+		Agents       []string `json:"agents"`
 		Subscription struct {
 			Bad     string `json:"bad"`
 			BadID   string `json:"badId"`
