@@ -28,8 +28,12 @@ otelcol: ## Build bin/otelcol, the stock OpenTelemetry Collector (OTLP only) tha
 	@mkdir -p $(BIN)
 	$(GO) build -C test/otelcol -o $(CURDIR)/$(BIN)/otelcol .
 
+.PHONY: deps
+deps: ## Install what the tests use that this machine lacks (apt-get, as root)
+	@.ci/deps
+
 .PHONY: test
-test: build ## Run every test (as root, the privileged ones too)
+test: deps build ## Run every test (as root, the privileged ones too)
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 .PHONY: race
