@@ -1,22 +1,18 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
 	"mime"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
-	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/quanyu/quanyu/internal/testbin"
 )
@@ -270,74 +266,31 @@ func writeScaleCapture(path string, hosts, convs int, base time.Time) error {
 	if convs > 4*hosts {
 		return fmt.Errorf("%d conversations between %d hosts would repeat pairs", convs, hosts)
 	}
-	f, err := os.Create(path)
+	w, err := newTCPCapture(path, base, 20*time.Microsecond)
 	if err != nil {
-		return err
-	}
-	defer f.Close()
-	bw := bufio.NewWriterSize(f, 1<<20)
-	w := pcapgo.NewWriter(bw)
-	if err := w.WriteFileHeader(65535, layers.LinkTypeEthernet); err != nil {
 		return err
 	}
 	addr := func(i int) net.IP { return net.IPv4(10, 92, byte(i/250), byte(i%250+1)).To4() }
 	mac := func(i int) net.HardwareAddr { return net.HardwareAddr{2, 0, 0, 0, byte(i >> 8), byte(i)} }
 	ports := []layers.TCPPort{5432, 6379, 8080, 9090}
-	now := base
-	buf := gopacket.NewSerializeBuffer()
-	opts := gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}
 	for k := range convs {
 		c, s := k%hosts, (k%hosts+1+(k/hosts)*37)%hosts
-		sport, dport := layers.TCPPort(30000+k), ports[k/hosts]
-		seq := [2]uint32{uint32(k) * 7919, uint32(k) * 104729}
-		write := func(fromClient bool, set func(*layers.TCP), payload []byte) error {
-			eth := &layers.Ethernet{SrcMAC: mac(c), DstMAC: mac(s), EthernetType: layers.EthernetTypeIPv4}
-			ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: addr(c), DstIP: addr(s)}
-			tcp := &layers.TCP{SrcPort: sport, DstPort: dport, Window: 65535}
-			dir := 0
-			if !fromClient {
-				eth.SrcMAC, eth.DstMAC = eth.DstMAC, eth.SrcMAC
-				ip.SrcIP, ip.DstIP = ip.DstIP, ip.SrcIP
-				tcp.SrcPort, tcp.DstPort = tcp.DstPort, tcp.SrcPort
-				dir = 1
-			}
-			tcp.Seq, tcp.Ack = seq[dir], seq[1-dir]
-			set(tcp)
-			if err := tcp.SetNetworkLayerForChecksum(ip); err != nil {
-				return err
-			}
-			if err := gopacket.SerializeLayers(buf, opts, eth, ip, tcp, gopacket.Payload(payload)); err != nil {
-				return err
-			}
-			seq[dir] += uint32(len(payload))
-			if tcp.SYN || tcp.FIN {
-				seq[dir]++
-			}
-			now = now.Add(20 * time.Microsecond)
-			data := buf.Bytes()
-			return w.WritePacket(gopacket.CaptureInfo{Timestamp: now, CaptureLength: len(data), Length: len(data)}, data)
-		}
+		conv := &tcpConv{clientMAC: mac(c), serverMAC: mac(s), clientIP: addr(c), serverIP: addr(s),
+			clientPort: layers.TCPPort(30000 + k), server: ports[k/hosts],
+			seq: [2]uint32{uint32(k) * 7919, uint32(k) * 104729}}
 		for _, p := range []struct {
 			fromClient bool
 			set        func(*layers.TCP)
 			payload    []byte
 		}{
-			{true, func(t *layers.TCP) { t.SYN = true; t.Ack = 0 }, nil},
-			{false, func(t *layers.TCP) { t.SYN, t.ACK = true, true }, nil},
-			{true, func(t *layers.TCP) { t.ACK = true }, nil},
-			{true, func(t *layers.TCP) { t.ACK, t.PSH = true, true }, []byte("ping\n")},
-			{false, func(t *layers.TCP) { t.ACK, t.PSH = true, true }, []byte("pong\n")},
-			{true, func(t *layers.TCP) { t.ACK, t.FIN = true, true }, nil},
-			{false, func(t *layers.TCP) { t.ACK, t.FIN = true, true }, nil},
-			{true, func(t *layers.TCP) { t.ACK = true }, nil},
+			{true, tcpSYN, nil}, {false, tcpSYNACK, nil}, {true, tcpACK, nil},
+			{true, tcpPSH, []byte("ping\n")}, {false, tcpPSH, []byte("pong\n")},
+			{true, tcpFIN, nil}, {false, tcpFIN, nil}, {true, tcpACK, nil},
 		} {
-			if err := write(p.fromClient, p.set, p.payload); err != nil {
+			if err := w.packet(conv, p.fromClient, p.set, p.payload); err != nil {
 				return fmt.Errorf("conversation %d: %w", k, err)
 			}
 		}
 	}
-	if err := bw.Flush(); err != nil {
-		return err
-	}
-	return f.Close()
+	return w.close()
 }

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/quanyu/quanyu/internal/version"
+	"github.com/quanyu/quanyu/plugins/internal/health"
 	"github.com/quanyu/quanyu/sdk"
 )
 
@@ -169,21 +170,11 @@ func (c *Capture) current() (*config, <-chan struct{}) {
 }
 
 func (c *Capture) Health(context.Context) (sdk.Health, error) {
-	h := sdk.Health{Status: sdk.HealthOK, Counters: map[string]uint64{}}
-	if p := c.snapshot.Load(); p != nil {
-		for k, v := range *p {
-			h.Counters[k] = v
-		}
-	}
 	c.mu.Lock()
 	configured, running := c.cfg != nil, c.running
 	c.mu.Unlock()
-	switch {
-	case !configured:
-		h.Status, h.Message = sdk.HealthFailing, "not configured"
-	case !running:
-		h.Message = "configured, not capturing"
-	case h.Counters["drop.map_full"] > 0 || h.Counters["drop.ring_full"] > 0 || h.Counters["drop.emit_queue_full"] > 0:
+	h, judge := health.Capture(c.snapshot.Load(), configured, running)
+	if judge && (h.Counters["drop.map_full"] > 0 || h.Counters["drop.ring_full"] > 0 || h.Counters["drop.emit_queue_full"] > 0) {
 		h.Status, h.Message = sdk.HealthDegraded, "flows, events or records were dropped (see drop.* counters)"
 	}
 	return h, nil

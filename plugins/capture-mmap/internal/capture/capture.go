@@ -22,6 +22,7 @@ import (
 
 	"github.com/quanyu/quanyu/internal/version"
 	"github.com/quanyu/quanyu/plugins/capture-mmap/internal/flowtable"
+	"github.com/quanyu/quanyu/plugins/internal/health"
 	"github.com/quanyu/quanyu/sdk"
 )
 
@@ -171,20 +172,12 @@ func (c *Capture) current() (*config, <-chan struct{}) {
 }
 
 func (c *Capture) Health(context.Context) (sdk.Health, error) {
-	h := sdk.Health{Status: sdk.HealthOK, Counters: map[string]uint64{}}
-	if p := c.snapshot.Load(); p != nil {
-		for k, v := range *p {
-			h.Counters[k] = v
-		}
-	}
 	c.mu.Lock()
 	configured, running := c.cfg != nil, c.running
 	c.mu.Unlock()
+	h, judge := health.Capture(c.snapshot.Load(), configured, running)
 	switch {
-	case !configured:
-		h.Status, h.Message = sdk.HealthFailing, "not configured"
-	case !running:
-		h.Message = "configured, not capturing"
+	case !judge:
 	case h.Counters["drop.ring"] > 0 || h.Counters["drop.emit_queue_full"] > 0:
 		h.Status, h.Message = sdk.HealthDegraded, "packets or records were dropped (see drop.* counters)"
 	case h.Counters["filter.inexact"] > 0:
