@@ -78,10 +78,10 @@ fuzz: ## Run every fuzz target for FUZZTIME each (default 30s); findings land in
 	done
 
 .PHONY: demo
-demo: build ## Run the agent on this host's interfaces, printing records (needs root)
-	@if [ "$$(id -u)" != 0 ]; then echo "make demo captures packets: run it as root (sudo make demo)"; exit 1; fi
-	@echo "Quanyu agent: watching every interface but lo, decoding HTTP and DNS; records are printed below. Ctrl-C stops it."
-	$(BIN)/quanyu agent --subscription examples/demo-subscription.json
+demo: build ## Everything on this host: mix, analysis, an agent and a lab of test hosts; UI on 127.0.0.1:8080 (as root)
+	@if [ "$$(id -u)" != 0 ]; then echo "make demo creates network namespaces and loads eBPF programs: run it as root (sudo make demo)"; exit 1; fi
+	@command -v ip >/dev/null || { echo "installing iproute2 (the lab's namespaces need ip)"; apt-get install -y -qq iproute2 || { echo "install iproute2 (the ip command), then run make demo again"; exit 1; }; }
+	$(BIN)/quanyu up --lab
 
 .PHONY: clean
 clean: ## Remove build output

@@ -24,8 +24,15 @@ func (s *Server) handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/series", s.getSeries)
 	mux.HandleFunc("GET /api/v1/l7/endpoints", s.getL7Endpoints)
 	mux.HandleFunc("GET /api/v1/agents", s.getAgents)
+	mux.HandleFunc("GET /api/v1/alerts", s.getAlerts)
+	mux.HandleFunc("GET /api/v1/alerts/{id}", s.getAlert)
+	mux.HandleFunc("GET /api/v1/events", s.getEvents)
+	mux.HandleFunc("GET /api/v1/forecasts", s.getForecasts)
 	mux.HandleFunc("GET /metrics", s.getMetrics)
 	mux.Handle("/api/v1/mix/", s.mixProxy())
+	// Browsers ask for an icon whatever the page says; "none" is an answer, a 404 an error in
+	// the console.
+	mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusNotFound, fmt.Sprintf("no API at %s %s", r.Method, r.URL.Path))

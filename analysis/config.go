@@ -7,6 +7,7 @@ package analysis
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"slices"
 	"time"
@@ -24,9 +25,28 @@ type Config struct {
 	// HTTPListen is the address of the API, /metrics and the UI.
 	HTTPListen string `koanf:"http_listen"`
 	// DataDir holds the store; empty means the user's state directory (quanyu/analysis in it).
-	DataDir string    `koanf:"data_dir"`
-	Mix     MixConfig `koanf:"mix"`
-	Log     LogConfig `koanf:"log"`
+	DataDir string       `koanf:"data_dir"`
+	Mix     MixConfig    `koanf:"mix"`
+	Alerts  AlertsConfig `koanf:"alerts"`
+	Log     LogConfig    `koanf:"log"`
+}
+
+// AlertsConfig is how analysis evaluates mix's alert rules and delivers alerts. The rules,
+// receivers and prediction settings themselves are mix's, pushed over its watch.
+type AlertsConfig struct {
+	// EvaluationDelay is how long after a 10 s bucket ends it is evaluated: the agents' records
+	// of its last seconds are still on their way.
+	EvaluationDelay time.Duration `koanf:"evaluation_delay"`
+	// NewEdgeGrace: edges first seen this soon after a start are not "new edge" events.
+	NewEdgeGrace time.Duration `koanf:"new_edge_grace"`
+	// Evidence has a firing alert ask mix (mix.http_address with an admin token) for a narrow
+	// subscription with frames, and attaches the flow trace it captures.
+	Evidence    bool          `koanf:"evidence"`
+	EvidenceFor time.Duration `koanf:"evidence_for"` // how long that subscription lives
+	// ExternalURL is the UI's address as receivers should link to it; empty: http://HTTP_LISTEN.
+	ExternalURL      string        `koanf:"external_url"`
+	DeliveryTimeout  time.Duration `koanf:"delivery_timeout"`  // one request to a receiver
+	DeliveryAttempts int           `koanf:"delivery_attempts"` // tries per request before giving up
 }
 
 // OTLPConfig is the OTLP receiver.
@@ -66,28 +86,37 @@ func Default() Config {
 	return Config{
 		OTLP:       OTLPConfig{GRPCListen: "127.0.0.1:4317", HTTPListen: "127.0.0.1:4318", MaxRequestBytes: 16 << 20},
 		HTTPListen: "127.0.0.1:8080",
-		Log:        LogConfig{Level: "info", Format: "text"},
+		Alerts: AlertsConfig{EvaluationDelay: 2 * time.Second, NewEdgeGrace: 2 * time.Minute, Evidence: true,
+			EvidenceFor: 2 * time.Minute, DeliveryTimeout: 10 * time.Second, DeliveryAttempts: 6},
+		Log: LogConfig{Level: "info", Format: "text"},
 	}
 }
 
 func defaultsMap(c Config) map[string]any {
 	return map[string]any{
-		"id":                     c.ID,
-		"otlp.grpc_listen":       c.OTLP.GRPCListen,
-		"otlp.http_listen":       c.OTLP.HTTPListen,
-		"otlp.max_request_bytes": c.OTLP.MaxRequestBytes,
-		"http_listen":            c.HTTPListen,
-		"data_dir":               c.DataDir,
-		"mix.address":            c.Mix.Address,
-		"mix.token":              c.Mix.Token,
-		"mix.http_address":       c.Mix.HTTPAddress,
-		"mix.admin_token":        c.Mix.AdminToken,
-		"mix.ca":                 c.Mix.CA,
-		"mix.cert":               c.Mix.Cert,
-		"mix.key":                c.Mix.Key,
-		"mix.server_name":        c.Mix.ServerName,
-		"log.level":              c.Log.Level,
-		"log.format":             c.Log.Format,
+		"id":                       c.ID,
+		"otlp.grpc_listen":         c.OTLP.GRPCListen,
+		"otlp.http_listen":         c.OTLP.HTTPListen,
+		"otlp.max_request_bytes":   c.OTLP.MaxRequestBytes,
+		"http_listen":              c.HTTPListen,
+		"data_dir":                 c.DataDir,
+		"mix.address":              c.Mix.Address,
+		"mix.token":                c.Mix.Token,
+		"mix.http_address":         c.Mix.HTTPAddress,
+		"mix.admin_token":          c.Mix.AdminToken,
+		"mix.ca":                   c.Mix.CA,
+		"mix.cert":                 c.Mix.Cert,
+		"mix.key":                  c.Mix.Key,
+		"mix.server_name":          c.Mix.ServerName,
+		"alerts.evaluation_delay":  c.Alerts.EvaluationDelay.String(),
+		"alerts.new_edge_grace":    c.Alerts.NewEdgeGrace.String(),
+		"alerts.evidence":          c.Alerts.Evidence,
+		"alerts.evidence_for":      c.Alerts.EvidenceFor.String(),
+		"alerts.external_url":      c.Alerts.ExternalURL,
+		"alerts.delivery_timeout":  c.Alerts.DeliveryTimeout.String(),
+		"alerts.delivery_attempts": c.Alerts.DeliveryAttempts,
+		"log.level":                c.Log.Level,
+		"log.format":               c.Log.Format,
 	}
 }
 
@@ -148,6 +177,24 @@ func (c *Config) Validate() error {
 	}
 	if (c.Mix.Cert == "") != (c.Mix.Key == "") {
 		return bad("mix.cert", "a client certificate needs both mix.cert and mix.key")
+	}
+	a := &c.Alerts
+	switch {
+	case a.EvaluationDelay < 0 || a.EvaluationDelay > time.Minute:
+		return bad("alerts.evaluation_delay", "%v is outside 0 to 1m", a.EvaluationDelay)
+	case a.NewEdgeGrace < 0:
+		return bad("alerts.new_edge_grace", "%v is negative", a.NewEdgeGrace)
+	case a.EvidenceFor < 10*time.Second || a.EvidenceFor > time.Hour:
+		return bad("alerts.evidence_for", "%v is outside 10s to 1h", a.EvidenceFor)
+	case a.DeliveryTimeout < time.Second || a.DeliveryTimeout > 5*time.Minute:
+		return bad("alerts.delivery_timeout", "%v is outside 1s to 5m", a.DeliveryTimeout)
+	case a.DeliveryAttempts < 1 || a.DeliveryAttempts > 100:
+		return bad("alerts.delivery_attempts", "%d is outside 1 to 100", a.DeliveryAttempts)
+	}
+	if a.ExternalURL != "" {
+		if u, err := url.Parse(a.ExternalURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return bad("alerts.external_url", "%q is not an http or https URL with a host", a.ExternalURL)
+		}
 	}
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
 		return bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)

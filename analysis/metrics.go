@@ -39,6 +39,20 @@ func (s *Server) getMetrics(w http.ResponseWriter, _ *http.Request) {
 	p.sample("quanyu_analysis_edges", nil, float64(len(edges)))
 	p.counters("quanyu_analysis_", "analysis counter", s.rcv.counters())
 	p.counters("quanyu_analysis_", "analysis counter", s.eng.Counters())
+	ac := s.ev.Counters()
+	for _, g := range []struct{ key, help string }{{"rules", "Alert rules being evaluated."},
+		{"series", "Series the alert rules cover."}, {"edges_known", "Edges seen so far, for new-edge events."}} {
+		name := "quanyu_analysis_alert_" + g.key
+		p.family(name, "gauge", g.help)
+		p.sample(name, nil, float64(ac[g.key]))
+		delete(ac, g.key)
+	}
+	// Evaluation time is a duration: exported in seconds, Prometheus's base unit.
+	p.family("quanyu_analysis_alert_evaluation_seconds_total", "counter", "Time spent evaluating alert rules.")
+	p.sample("quanyu_analysis_alert_evaluation_seconds_total", nil, float64(ac["evaluation_ns"])/1e9)
+	delete(ac, "evaluation_ns")
+	p.counters("quanyu_analysis_alert_", "alert evaluator counter", ac)
+	p.counters("quanyu_analysis_notify_", "alert delivery counter", s.ntf.Counters())
 	if s.mix != nil {
 		c := s.mix.Counters()
 		p.family("quanyu_analysis_mix_connected", "gauge", "1 while analysis watches mix for the catalog.")

@@ -11,7 +11,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/quanyu/quanyu/analysis/internal/alert"
 	"github.com/quanyu/quanyu/analysis/internal/engine"
+	"github.com/quanyu/quanyu/analysis/internal/notify"
 	"github.com/quanyu/quanyu/analysis/internal/store"
 	"github.com/quanyu/quanyu/internal/mixwatch"
 	"github.com/quanyu/quanyu/mix"
@@ -28,6 +30,8 @@ type Server struct {
 	eng *engine.Engine
 	rcv *receiver
 	mix *mixwatch.Client
+	ev  *alert.Evaluator
+	ntf *notify.Notifier
 
 	grpcLn, otlpHTTPLn, httpLn net.Listener
 	grpcSrv                    *grpc.Server
@@ -58,20 +62,47 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: log, st: st, eng: eng}
 	s.rcv = &receiver{ingest: eng.Ingest, maxBytes: cfg.OTLP.MaxRequestBytes}
-	if cfg.Mix.Address != "" {
-		m := cfg.Mix
-		s.mix = &mixwatch.Client{
-			Dial:    mix.DialOptions{Address: m.Address, Token: m.Token, CA: m.CA, Cert: m.Cert, Key: m.Key, ServerName: m.ServerName},
-			Peer:    mixPeer{id: cfg.id(), setCat: func(c *api.Catalog) { eng.SetCatalog(c) }},
-			Log:     log.With("component", "mixwatch"),
-			Offline: "showing endpoints with the last catalog",
-		}
-	}
 	if err := s.listen(); err != nil {
 		s.closeListeners()
 		eng.Close()
 		st.Close()
 		return nil, err
+	}
+	_, _, apiAddr := s.Addrs()
+	external := cfg.Alerts.ExternalURL
+	if external == "" {
+		external = "http://" + apiAddr
+	}
+	s.ntf = notify.New(notify.Options{Log: log.With("component", "notify"), ExternalURL: external,
+		Timeout: cfg.Alerts.DeliveryTimeout, MaxAttempts: cfg.Alerts.DeliveryAttempts})
+	eo := alert.Options{Log: log, Source: eng, Store: st, Notifier: s.ntf, Delay: cfg.Alerts.EvaluationDelay,
+		NewEdgeGrace: cfg.Alerts.NewEdgeGrace, EvidenceFor: cfg.Alerts.EvidenceFor, ExternalURL: external}
+	if cfg.Alerts.NewEdgeGrace == 0 {
+		eo.NewEdgeGrace = -1 // alert.Options reads 0 as "the default"
+	}
+	if cfg.Alerts.Evidence && cfg.Mix.HTTPAddress != "" {
+		eo.Evidence = &mixSubscriber{address: cfg.Mix.HTTPAddress, token: cfg.Mix.AdminToken,
+			client: &http.Client{Timeout: 10 * time.Second}}
+	}
+	if s.ev, err = alert.New(ctx, eo); err != nil {
+		s.closeListeners()
+		_ = s.ntf.Close(ctx)
+		eng.Close()
+		st.Close()
+		return nil, fmt.Errorf("starting the alert evaluator: %w", err)
+	}
+	if cfg.Mix.Address != "" {
+		m := cfg.Mix
+		s.mix = &mixwatch.Client{
+			Dial: mix.DialOptions{Address: m.Address, Token: m.Token, CA: m.CA, Cert: m.Cert, Key: m.Key, ServerName: m.ServerName},
+			Peer: mixPeer{id: cfg.id(),
+				setCat:      func(c *api.Catalog) { eng.SetCatalog(c); s.ev.SetCatalog(c) },
+				setRules:    s.ev.SetRules,
+				setRecv:     s.ntf.SetReceivers,
+				setSettings: s.ev.SetSettings},
+			Log:     log.With("component", "mixwatch"),
+			Offline: "showing endpoints with the last catalog, evaluating the last rules",
+		}
 	}
 	return s, nil
 }
@@ -141,6 +172,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.mix != nil {
 		wg.Go(func() { _ = s.mix.Run(ctx) })
 	}
+	wg.Go(func() { s.ev.Run(ctx) })
 	o1, o2, a := s.Addrs()
 	s.log.Info("analysis running", "otlp_grpc", o1, "otlp_http", o2, "api", "http://"+a+"/api/v1/graph", "mix", s.cfg.Mix.Address)
 	<-ctx.Done()
@@ -166,6 +198,8 @@ func (s *Server) Run(ctx context.Context) error {
 	case err = <-errs:
 	default:
 	}
+	// Alerts already handed over get their chance to be delivered.
+	_ = s.ntf.Close(shutdown)
 	if cerr := s.eng.Close(); cerr != nil && err == nil {
 		err = fmt.Errorf("flushing the engine: %w", cerr)
 	}

@@ -512,7 +512,12 @@ func (a *Agent) SetSubscriptions(ctx context.Context, subs []sdk.Subscription) e
 			a.log.Warn("decoder refused the new subscriptions", "decoder", d.Name, "err", err)
 		}
 	}
-	a.log.Info("subscriptions applied", "subscriptions", len(subs))
+	// The ids, up to a few, say which set is in force (mix pushes and withdraws them).
+	ids := make([]string, 0, min(len(subs), 8))
+	for i := range subs[:min(len(subs), 8)] {
+		ids = append(ids, subs[i].ID)
+	}
+	a.log.Info("subscriptions applied", "subscriptions", len(subs), "ids", strings.Join(ids, ","))
 	return nil
 }
 

@@ -207,6 +207,34 @@ func (e Event) MarshalJSON() ([]byte, error) {
 	})
 }
 
+// UnmarshalJSON reads an event record line, as MarshalJSON writes it.
+func (e *Event) UnmarshalJSON(data []byte) error {
+	var j eventJSON
+	if err := json.Unmarshal(data, &j); err != nil {
+		return err
+	}
+	if j.Type != "event" {
+		return fmt.Errorf("record type %q, want event", j.Type)
+	}
+	out := Event{Kind: j.Kind, Host: j.Host, NIC: j.NIC, CommunityID: j.CommunityID, Subscriptions: j.Subscriptions,
+		L3Frame: j.L3Frame, L4Frame: j.L4Frame, L7Frame: j.L7Frame}
+	var err error
+	if out.Time, err = timeIn(j.Time); err != nil {
+		return fmt.Errorf("event time: %w", err)
+	}
+	if out.Transport, err = transportIn(j.Transport); err != nil {
+		return fmt.Errorf("event: %w", err)
+	}
+	if out.Client, err = j.Client.in(); err != nil {
+		return fmt.Errorf("event client: %w", err)
+	}
+	if out.Server, err = j.Server.in(); err != nil {
+		return fmt.Errorf("event server: %w", err)
+	}
+	*e = out
+	return nil
+}
+
 type l7JSON struct {
 	Type          string            `json:"type"`
 	Protocol      string            `json:"protocol"`

@@ -1,9 +1,9 @@
 // Package ui is the web UI of quanyu analysis: a single-page app (service map, flows, traces,
-// agents, subscriptions) built from src/ with esbuild into dist/, which is committed and embedded
+// alerts, agents, subscriptions) built from src/ with esbuild into dist/, which is committed and embedded
 // so that `go build` needs no Node. Rebuild it with `make ui` after changing src/.
 //
-// The app routes on the URL fragment (#/map, #/flows, #/trace/<community id>, #/agents,
-// #/subscriptions), so the server only serves files; any other path that names no file gets
+// The app routes on the URL fragment (#/map, #/flows, #/trace/<community id>, #/alerts,
+// #/alerts/<id>, #/agents, #/subscriptions), so the server only serves files; any other path that names no file gets
 // index.html, in case a link is written without the '#'.
 package ui
 

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -176,6 +177,8 @@ type threeTier struct {
 	apiHTTP, dbHTTP             int
 	dbCalls, clientCalls        int // requests answered: what the graph must count
 	mu                          sync.Mutex
+	// failEvery > 0 makes api answer every failEvery-th /orders with a 500 (2: half of them).
+	failEvery, orders atomic.Int64
 }
 
 func newThreeTier(t *testing.T) *threeTier {
@@ -243,6 +246,10 @@ func (l *threeTier) serve(t *testing.T) {
 	toDB := &http.Client{Transport: &http.Transport{DialContext: l.dialer(l.api)}, Timeout: 10 * time.Second}
 	apiMux := http.NewServeMux()
 	apiMux.HandleFunc("GET /orders", func(w http.ResponseWriter, r *http.Request) {
+		if n := l.failEvery.Load(); n > 0 && l.orders.Add(1)%n == 0 {
+			http.Error(w, "injected failure", http.StatusInternalServerError)
+			return
+		}
 		resp, err := toDB.Get(fmt.Sprintf("http://%s:%d/rows", l.dbIP, l.dbHTTP))
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)

@@ -31,6 +31,9 @@ var commands = map[string]command{
 	"settings": {"apply and get prediction settings in mix", runResource("settings")},
 	"agents":   {"list the agents mix knows and their state", runAgents},
 	"analysis": {"run analysis: OTLP in, the live service graph and its API out", runAnalysis},
+	"doctor":   {"check this host for what Quanyu needs, and say how to fix what is missing", runDoctor},
+	"up":       {"run mix, analysis and an agent on this host (--lab: with a lab of test hosts)", runUp},
+	"lab":      {"bring a lab of test hosts (namespaces with services and traffic) up or down", runLab},
 	"version":  {"print the version", runVersion},
 }
 

@@ -18,22 +18,40 @@ import (
 )
 
 // The web UI's acceptance test: the lab of TestAnalysisServiceGraph (client → api → db, two
-// agents, mix holding the catalog), analysis serving the UI and proxying mix's admin API, and
-// chromium driving the UI (test/ui/ui.test.mjs) with the figures analysis computed as the
-// expectation. Screenshots of every view land in test-artifacts/ui/TestWebUI/.
+// agents, mix holding the catalog and alert rules), analysis serving the UI and proxying mix's
+// admin API, and chromium driving the UI (test/ui/ui.test.mjs) with the figures analysis computed
+// as the expectation. Screenshots of every view land in test-artifacts/ui/TestWebUI/.
+//
+// For the alerts page, api then calls db steadily (see steadyTraffic): traffic that keeps a
+// threshold rule firing on api → db while the browser looks, leaving the client → api figures
+// the map scenario counts, and the map's shape, untouched. The client's one burst fires the same
+// rule on client → api, which resolves once the burst is over, so the history has a resolved
+// alert too; and the burst comes late enough for its edges to be new-edge events.
 func TestWebUI(t *testing.T) {
 	testbin.UINodeModules(t) // before the lab: a broken npm install should fail in seconds
 	l := newThreeTier(t)
 	m := startMixHTTP(t)
 	applyCatalog(t, m)
+	applyUIAlertRules(t, m) // before analysis starts: the burst below is evaluated under them
 	a := startAnalysisUI(t, m)
+	started := time.Now() // no earlier than the evaluator's start, which new_edge_grace counts from
 	startOTLPAgent(t, "agent-client", l.clientPort, a.grpc)
 	startOTLPAgent(t, "agent-api", l.apiPort, a.grpc)
 
+	// An edge is new only if the 10 s bucket it first shows in starts after new_edge_grace (1 s
+	// past the start): the first bucket's edges count as already known. So the burst waits for
+	// the next bucket.
+	newFrom := started.Add(time.Second)
+	if b := newFrom.Truncate(10 * time.Second); b.Before(newFrom) {
+		newFrom = b.Add(10 * time.Second)
+	}
+	time.Sleep(time.Until(newFrom))
 	const n = 25
 	l.send(t, n)
 	g := a.waitGraph(t, 45*time.Second, func(g graphJSON) bool { return complete(g, n) })
 	requireUI(t, a)
+	steadyTraffic(t, l)
+	alerts := waitUIAlerts(t, a, 90*time.Second)
 
 	type node struct {
 		ID    string `json:"id"`
@@ -52,11 +70,13 @@ func TestWebUI(t *testing.T) {
 		Nodes []node `json:"nodes"`
 		Edges []edge `json:"edges"`
 		Click struct {
-			SourceApp   string `json:"sourceApp"`
-			TargetApp   string `json:"targetApp"`
-			Requests    uint64 `json:"requests"`
-			ClientOwner string `json:"clientOwner"`
-			ServerOwner string `json:"serverOwner"`
+			SourceApp     string `json:"sourceApp"`
+			TargetApp     string `json:"targetApp"`
+			Requests      uint64 `json:"requests"`
+			ClientOwner   string `json:"clientOwner"`
+			ServerOwner   string `json:"serverOwner"`
+			ClientContact string `json:"clientContact"`
+			ServerContact string `json:"serverContact"`
 		} `json:"click"`
 		Flows struct {
 			Port int `json:"port"`
@@ -69,6 +89,7 @@ func TestWebUI(t *testing.T) {
 			Good    string `json:"good"`
 			GoodID  string `json:"goodId"`
 		} `json:"subscription"`
+		Alerts uiAlertsWant `json:"alerts"`
 	}
 	owners := map[string]string{"shop-client": "Web team", "orders-api": "API team", "orders-db": "DB team"}
 	for _, gn := range g.Nodes {
@@ -86,12 +107,14 @@ func TestWebUI(t *testing.T) {
 	// The expectation is what the client sent, which complete() has already checked the API shows.
 	want.Click.SourceApp, want.Click.TargetApp, want.Click.Requests = "shop-client", "orders-api", n
 	want.Click.ClientOwner, want.Click.ServerOwner = owners["shop-client"], owners["orders-api"]
+	want.Click.ClientContact, want.Click.ServerContact = "web@example.com", "api@example.com" // threeTierCatalog's
 	// The table lists the client → api conversation too; filtering on the db's port must drop it.
 	want.Flows.Port = l.dbHTTP
 	want.Agents = []string{"agent-client", "agent-api"}
 	// 99999 is no port: mix refuses the document and names spec.L4[0].
 	want.Subscription.Bad, want.Subscription.BadID, want.Subscription.BadPath = `{"id":"bad","spec":{"L4":["99999"]}}`, "bad", "spec.L4[0]"
 	want.Subscription.Good, want.Subscription.GoodID = `{"id":"ui-web","spec":{"L4":["8080"]}}`, "ui-web"
+	want.Alerts = alerts
 	raw, err := json.Marshal(want)
 	if err != nil {
 		t.Fatal(err)
@@ -186,14 +209,22 @@ func applyCatalog(t *testing.T, m *mixProc) {
 }
 
 // startAnalysisUI is startAnalysis watching mix for the catalog and proxying mix's HTTP admin API
-// for the UI, with an admin token: the UI edits subscriptions.
+// for the UI, with an admin token: the UI edits subscriptions, and firing alerts ask mix for
+// evidence subscriptions. Edges are "new" from a second after the start (not two minutes), so
+// the lab's edges, first seen after the start, are events; evidence subscriptions live ten
+// minutes, so an alert's evidence stays "requested" while the browser looks (the lab's agents
+// take their subscriptions from files, so none is ever captured).
 func startAnalysisUI(t *testing.T, m *mixProc) *analysisProc {
 	t.Helper()
 	if m.http == "" {
 		t.Fatal("the UI needs mix's HTTP admin API: start mix with startMixHTTP")
 	}
 	a := &analysisProc{grpc: freePort(t), otlpHTTP: freePort(t), api: freePort(t), dir: t.TempDir(), mix: m.addr}
-	a.cmd = quanyu(t, "analysis", "--otlp-grpc", a.grpc, "--otlp-http", a.otlpHTTP, "--http-listen", a.api,
+	cfg := filepath.Join(t.TempDir(), "analysis.yaml")
+	if err := writeFile(cfg, "alerts:\n  new_edge_grace: 1s\n  evidence_for: 10m\n"); err != nil {
+		t.Fatal(err)
+	}
+	a.cmd = quanyu(t, "analysis", "--config", cfg, "--otlp-grpc", a.grpc, "--otlp-http", a.otlpHTTP, "--http-listen", a.api,
 		"--data-dir", a.dir, "--mix", m.addr, "--mix-token", agentToken,
 		"--mix-http", m.http, "--mix-admin-token", opsToken)
 	a.cmd.Stderr = &a.log
@@ -223,6 +254,207 @@ func startAnalysisUI(t *testing.T, m *mixProc) *analysisProc {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return a
+}
+
+// applyUIAlertRules gives mix short prediction settings (a one-minute season, so forecasts get
+// going within the test), a threshold rule that fires on any request on an edge of api's (client
+// → api and api → db), and a forecast rule on the client → api edge the map scenario opens.
+func applyUIAlertRules(t *testing.T, m *mixProc) {
+	t.Helper()
+	dir := t.TempDir()
+	for _, d := range []struct{ kind, doc string }{
+		{"settings", `{"season":"1m","min_history":"1m"}`},
+		{"rule", `[
+ {"id":"busy-api","kind":"threshold","metric":"request_rate","level":"edge","selector":{"owner":"API team"},
+  "op":">","value":0,"severity":"warning","annotations":{"runbook":"https://runbooks.example/orders-api"}},
+ {"id":"api-traffic","kind":"forecast","metric":"request_rate","level":"edge",
+  "selector":{"client_app":"shop-client","server_app":"orders-api"},"severity":"info"}]`},
+	} {
+		f := filepath.Join(dir, d.kind+".json")
+		if err := writeFile(f, d.doc); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := m.cli(t, opsToken, d.kind, "apply", "-f", f); err != nil {
+			t.Fatalf("%s apply: %v\n%s", d.kind, err, out)
+		}
+	}
+}
+
+// steadyTraffic has api call db five times a second until the test ends, and adds no edge to
+// the map: a map with another edge is laid out differently, and the map scenario clicks an edge
+// where the layout puts it. The calls are api's own: a client inside api's namespace asks api's
+// /orders over loopback (which no agent watches), and api asks db on the connection it kept from
+// the client's burst. That connection must stay busy: left idle, its TCP keepalive probes would
+// start a flow the agent cannot orient, an edge db → api on api's ephemeral port.
+func steadyTraffic(t *testing.T, l *threeTier) {
+	t.Helper()
+	stop, done := make(chan struct{}), make(chan struct{})
+	c := &http.Client{Transport: &http.Transport{DialContext: l.dialer(l.api)}, Timeout: 10 * time.Second}
+	go func() {
+		defer close(done)
+		defer c.CloseIdleConnections()
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			resp, err := c.Get(fmt.Sprintf("http://%s:%d/orders", l.apiIP, l.apiHTTP))
+			if err != nil {
+				continue // the browser checks the alert, whose wait below says if traffic never got through
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-done })
+}
+
+// uiAlertsWant is what the alerts scenarios expect, read from analysis's API once it holds it.
+type uiAlertsWant struct {
+	Firing struct {
+		ID            string `json:"id"`
+		Rule          string `json:"rule"`
+		Series        string `json:"series"`
+		ClientOwner   string `json:"clientOwner"`
+		ClientContact string `json:"clientContact"`
+		ServerOwner   string `json:"serverOwner"`
+		ServerContact string `json:"serverContact"`
+		Runbook       string `json:"runbook"`
+		EvidenceState string `json:"evidenceState"`
+		EvidenceSub   string `json:"evidenceSubscription"`
+	} `json:"firing"`
+	Resolved struct {
+		ID     string `json:"id"`
+		Series string `json:"series"`
+	} `json:"resolved"`
+	Event    string `json:"event"` // the series name of the new-edge event
+	Forecast struct {
+		Rule   string `json:"rule"`
+		Metric string `json:"metric"`
+		Series string `json:"series"`
+	} `json:"forecast"`
+}
+
+// waitUIAlerts polls analysis until everything the alerts scenarios look at is there: busy-api
+// firing on api → db (with its evidence requested) and resolved on client → api, the new-edge
+// event for client → api, and at least two points of api-traffic's forecast on client → api.
+func waitUIAlerts(t *testing.T, a *analysisProc, timeout time.Duration) uiAlertsWant {
+	t.Helper()
+	type end struct{ App, Owner, Contact string }
+	type alert struct {
+		ID          string `json:"id"`
+		Rule        string `json:"rule"`
+		State       string `json:"state"`
+		Series      struct{ Name string }
+		Client      *end              `json:"client"`
+		Server      *end              `json:"server"`
+		Annotations map[string]string `json:"annotations"`
+		Evidence    *struct {
+			Subscription string `json:"subscription"`
+			State        string `json:"state"`
+			Error        string `json:"error"`
+		} `json:"evidence"`
+	}
+	const rule, back, front = "busy-api", "orders-api → orders-db", "shop-client → orders-api"
+	var w uiAlertsWant
+	var evidenceErr string
+	deadline := time.Now().Add(timeout)
+	for {
+		var al struct{ Active, History []alert }
+		var ev struct {
+			Events []struct {
+				Kind   string `json:"kind"`
+				Series struct{ Name string }
+			} `json:"events"`
+		}
+		var fc struct {
+			Forecasts []struct {
+				Rule   string `json:"rule"`
+				Metric string `json:"metric"`
+				Series struct{ Name string }
+				Points []json.RawMessage `json:"points"`
+			} `json:"forecasts"`
+		}
+		rawAlerts := a.get(t, "/api/v1/alerts")
+		rawForecasts := a.get(t, "/api/v1/forecasts?source=app:shop-client&target=app:orders-api")
+		if err := json.Unmarshal(rawAlerts, &al); err != nil {
+			t.Fatalf("reading /api/v1/alerts: %v", err)
+		}
+		if err := json.Unmarshal(a.get(t, "/api/v1/events"), &ev); err != nil {
+			t.Fatalf("reading /api/v1/events: %v", err)
+		}
+		if err := json.Unmarshal(rawForecasts, &fc); err != nil {
+			t.Fatalf("reading /api/v1/forecasts: %v", err)
+		}
+		var missing []string
+		var firing *alert
+		for i, x := range al.Active {
+			if x.Rule == rule && x.State == "firing" && x.Series.Name == back {
+				firing = &al.Active[i]
+			}
+		}
+		switch {
+		case firing == nil:
+			missing = append(missing, rule+" firing on "+back)
+		case firing.Client == nil || firing.Server == nil || firing.Evidence == nil:
+			missing = append(missing, rule+"'s owners and evidence")
+		default:
+			f := &w.Firing
+			f.ID, f.Rule, f.Series = firing.ID, firing.Rule, firing.Series.Name
+			f.ClientOwner, f.ClientContact = firing.Client.Owner, firing.Client.Contact
+			f.ServerOwner, f.ServerContact = firing.Server.Owner, firing.Server.Contact
+			f.Runbook = firing.Annotations["runbook"]
+			f.EvidenceState, f.EvidenceSub = firing.Evidence.State, firing.Evidence.Subscription
+			evidenceErr = firing.Evidence.Error
+		}
+		w.Resolved.ID = ""
+		for _, x := range al.History {
+			if x.Rule == rule && x.State == "resolved" && x.Series.Name == front {
+				w.Resolved.ID, w.Resolved.Series = x.ID, x.Series.Name
+			}
+		}
+		if w.Resolved.ID == "" {
+			missing = append(missing, rule+" resolved on "+front+" in the history")
+		}
+		w.Event = ""
+		for _, x := range ev.Events {
+			if x.Kind == "new_edge" && x.Series.Name == front {
+				w.Event = x.Series.Name
+			}
+		}
+		if w.Event == "" {
+			missing = append(missing, "a new-edge event for "+front)
+		}
+		w.Forecast.Rule = ""
+		for _, x := range fc.Forecasts {
+			if x.Rule == "api-traffic" && len(x.Points) >= 2 {
+				w.Forecast.Rule, w.Forecast.Metric, w.Forecast.Series = x.Rule, x.Metric, x.Series.Name
+			}
+		}
+		if w.Forecast.Rule == "" {
+			missing = append(missing, "two points of api-traffic's forecast on "+front)
+		}
+		if len(missing) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s analysis still lacks %s\nalerts: %s\nforecasts: %s", timeout, strings.Join(missing, ", "), rawAlerts, rawForecasts)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	// The owners come from mix's catalog: checked here so a wrong catalog is not blamed on the UI.
+	f := w.Firing
+	if f.ClientOwner != "API team" || f.ServerOwner != "DB team" || f.ClientContact != "api@example.com" || f.ServerContact != "db@example.com" {
+		t.Fatalf("analysis names the owners of %s %+v, want API team <api@example.com> and DB team <db@example.com>", f.Series, f)
+	}
+	if f.EvidenceState != "requested" || f.EvidenceSub == "" {
+		t.Fatalf("busy-api's evidence is %q (subscription %q, error %q), want requested: analysis could not ask mix for it", f.EvidenceState, f.EvidenceSub, evidenceErr)
+	}
+	t.Logf("alerts ready: %+v", w)
+	return w
 }
 
 // requireUI fails unless analysis serves an HTML page at /: without it every browser step would

@@ -53,6 +53,12 @@ var Metrics = []Metric{MetricRequestRate, MetricErrorRatio, MetricLatencyP50, Me
 	MetricLatencyP99, MetricBytesPerSecond, MetricPacketsPerSecond, MetricNewConversationsRate,
 	MetricRetransmissionRatio, MetricRTTP95}
 
+// L7Metrics are the metrics measured from L7 transactions.
+var L7Metrics = []Metric{MetricRequestRate, MetricErrorRatio, MetricLatencyP50, MetricLatencyP95, MetricLatencyP99}
+
+// IsL7 reports whether the metric is measured from L7 transactions.
+func (m Metric) IsL7() bool { return slices.Contains(L7Metrics, m) }
+
 // IsRatio reports whether the metric is a fraction from 0 to 1.
 func (m Metric) IsRatio() bool {
 	return m == MetricErrorRatio || m == MetricRetransmissionRatio
@@ -278,6 +284,14 @@ func parseRule(raw json.RawMessage, p string, e *errs) Rule {
 	}
 	if r.Kind == KindForecast && r.Direction == "" {
 		r.Direction = DirectionBoth
+	}
+	// Endpoint series come from the L7 rollups, which hold L7 figures only; and the method of a
+	// request is known only there, where the ends are applications rather than addresses.
+	if r.Level == LevelEndpoint && r.Metric != "" && !r.Metric.IsL7() {
+		e.add(join(p, "metric"), "%s is not measured per endpoint (endpoint rules take %s)", r.Metric, listOf(L7Metrics))
+	}
+	if r.Selector.Method != "" && (r.Level == LevelAddress || r.Level == LevelPort) {
+		e.add(join(join(p, "selector"), "method"), "a method selects edge, node and endpoint series, not %s ones", r.Level)
 	}
 	return r
 }

@@ -3,6 +3,7 @@ package api_test
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -134,9 +135,13 @@ func TestRuleFields(t *testing.T) {
 			roundTrip(t, r, api.ParseRule, (*api.Rule).Validate)
 		})
 	}
-	// Every metric, level, op, severity and direction is accepted and comes back as written.
+	// Every metric, level, op, severity and direction is accepted and comes back as written
+	// (endpoint series have L7 metrics only).
 	for _, m := range api.Metrics {
 		for _, l := range api.Levels {
+			if l == api.LevelEndpoint && !m.IsL7() {
+				continue
+			}
 			for _, s := range api.Severities {
 				doc := fmt.Sprintf(`{"id":"x","kind":"forecast","metric":%q,"level":%q,"severity":%q}`, m, l, s)
 				r, err := api.ParseRule([]byte(doc))
@@ -240,6 +245,8 @@ func TestRuleRejects(t *testing.T) {
 		{"selector transport unknown", rule(`"selector":{"transport":"QUIC"}`), []string{"selector.transport"}},
 		{"selector method unknown", rule(`"selector":{"method":"FETCH"}`), []string{"selector.method"}},
 		{"selector method a protocol", rule(`"selector":{"method":"HTTP"}`), []string{"selector.method"}},
+		{"endpoint level with a flow metric", `{"id":"r","kind":"threshold","metric":"bytes_per_second","level":"endpoint","op":">","value":1,"severity":"info"}`, []string{"metric"}},
+		{"method on the address level", `{"id":"r","kind":"threshold","metric":"request_rate","level":"address","op":">","value":1,"severity":"info","selector":{"method":"GET"}}`, []string{"selector.method"}},
 		{"selector client_app bad", rule(`"selector":{"client_app":"web app"}`), []string{"selector.client_app"}},
 		{"selector server_app not a string", rule(`"selector":{"server_app":7}`), []string{"selector.server_app"}},
 		{"selector owner with a control character", rule(`"selector":{"owner":"a\u0000"}`), []string{"selector.owner"}},
@@ -307,4 +314,16 @@ func TestRuleValidate(t *testing.T) {
 		t.Errorf("ValidateRules = %v", err)
 	}
 	checkPaths(t, api.ValidateRules([]api.Rule{good, other, good}), "[2].id")
+}
+
+// The example rules the README and `quanyu up` point to are valid.
+func TestExampleRules(t *testing.T) {
+	data, err := os.ReadFile("../../examples/rules.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := api.ParseRules(data)
+	if err != nil || len(rules) != 4 {
+		t.Fatalf("examples/rules.json: %d rules, %v", len(rules), err)
+	}
 }

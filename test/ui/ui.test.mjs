@@ -2,10 +2,14 @@
 // cmd/quanyu/ui_test.go starts: the map names the lab's applications and owners and clicking an
 // edge shows the figures analysis counted; the flows table filters by port and opens a
 // conversation's trace; a subscription that mix refuses shows mix's error beside the field it
-// names; the page never asks anything of a host other than 127.0.0.1; each view is photographed.
+// names; the alerts page lists the firing and resolved alerts and the new edge analysis holds,
+// with both ends' owners, and an alert's page shows its fields and evidence; the edge details
+// draw the forecast rule's band; the page never asks anything of a host other than 127.0.0.1;
+// each view is photographed.
 //
 // Inputs (environment): QUANYU_UI_URL (analysis's HTTP address), QUANYU_UI_SCREENSHOTS (a
-// directory), QUANYU_UI_EXPECT (JSON: nodes, edges, click, flows, subscription; see ui_test.go).
+// directory), QUANYU_UI_EXPECT (JSON: nodes, edges, click, flows, subscription, alerts; see
+// ui_test.go).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
@@ -113,6 +117,14 @@ scenario('a: map shows the applications, owners and edges; clicking an edge show
   assert.ok(firstNumber(await page.locator(byTestId('detail-flows')).textContent()) > 0, 'detail-flows should be > 0');
   assert.match(await page.locator(byTestId('detail-client-owner')).textContent(), new RegExp(c.clientOwner));
   assert.match(await page.locator(byTestId('detail-server-owner')).textContent(), new RegExp(c.serverOwner));
+  // Both ends' contacts come from mix's catalog, asked for once for the two of them.
+  for (const [id, contact] of [['detail-client-owner', c.clientContact], ['detail-server-owner', c.serverContact]]) {
+    const link = page.locator(`${byTestId(id)} a.owner-contact`);
+    await link.waitFor().catch(async () => {
+      throw new Error(`${id} has no contact link: ${JSON.stringify(await page.locator(byTestId(id)).textContent())}`);
+    });
+    assert.equal(await link.getAttribute('href'), `mailto:${contact}`, `${id} contact`);
+  }
   // The edge's top L7 endpoints hold the one the client called, with its request count, and the
   // time series are drawn (uPlot renders each chart into a canvas).
   const ep = page.locator(byTestId('endpoint-row')).filter({ hasText: 'GET' }).filter({ hasText: '/orders' });
@@ -120,6 +132,22 @@ scenario('a: map shows the applications, owners and edges; clicking an edge show
   assert.match(await ep.first().textContent(), new RegExp(String(c.requests)), 'endpoint-row GET /orders');
   await page.locator(`${byTestId('detail-charts')} canvas`).first().waitFor();
   await shot(page, 'map-details');
+
+  // The forecast rule on this edge is drawn with its points (observed, forecast, band), titled
+  // with the rule, the metric and the series analysis named.
+  const f = want.alerts.forecast;
+  const fc = page.locator(`${byTestId('forecast-chart')}[data-rule="${f.rule}"]`);
+  await fc.waitFor().catch(async () => {
+    const shown = await page.locator(byTestId('forecast-chart')).evaluateAll((els) => els.map((e) => ({ ...e.dataset })));
+    throw new Error(`no forecast-chart for rule ${f.rule} on ${c.sourceApp} → ${c.targetApp}; charts ${JSON.stringify(shown)}`);
+  });
+  const title = await fc.locator(byTestId('forecast-chart-title')).textContent();
+  for (const part of [f.rule, f.metric, f.series]) assert.ok(title.includes(part), `forecast-chart-title ${JSON.stringify(title)} should name ${part}`);
+  assert.equal(await fc.getAttribute('data-metric'), f.metric, 'forecast-chart data-metric');
+  assert.ok(Number(await fc.getAttribute('data-points')) >= 2, `forecast-chart has ${await fc.getAttribute('data-points')} points, analysis had at least 2`);
+  await fc.locator('canvas').first().waitFor();
+  await fc.scrollIntoViewIfNeeded();
+  await shot(page, 'map-forecast');
 });
 
 scenario('b: flows table filters by port and opens a trace', async (page) => {
@@ -209,6 +237,132 @@ scenario('c: a subscription mix refuses shows the field error; a valid one is sa
   await page.locator(`${byTestId('sub-row')}[data-id="${s.goodId}"]`).waitFor();
   assert.equal(await page.locator(byTestId('field-error')).count(), 0, 'field errors outlive a successful save');
   await shot(page, 'subscription-saved');
+});
+
+// cell reads one column of a row, by its data-col.
+const cell = (row, col) => row.locator(`[data-col="${col}"]`);
+
+scenario('e: the alerts page lists active and resolved alerts with both owners, and new edges', async (page) => {
+  const w = want.alerts;
+  const f = w.firing;
+  await page.goto(routeURL(base, '#/alerts'));
+  await page.locator(byTestId('view-alerts')).waitFor();
+  await page.locator(byTestId('alerts-active')).waitFor();
+  const row = page.locator(`${byTestId('alert-row')}[data-id="${f.id}"]`);
+  await row.waitFor().catch(async () => {
+    throw new Error(`no alert-row ${f.id}; rows ${JSON.stringify(await page.locator(byTestId('alert-row')).allInnerTexts())}`);
+  });
+  assert.equal(await row.getAttribute('data-state'), 'firing', 'alert-row data-state');
+  assert.equal((await cell(row, 'state').textContent()).trim(), 'firing');
+  assert.equal((await cell(row, 'rule').textContent()).trim(), f.rule);
+  assert.equal((await cell(row, 'series').textContent()).trim(), f.series);
+  assert.equal((await cell(row, 'severity').textContent()).trim(), 'warning');
+  // api calls db five times a second: the rate shows per second, above the threshold of 0.
+  const value = (await cell(row, 'value').textContent()).trim();
+  assert.match(value, /^\d+(\.\d+)?\/s$/, 'value of a request rate');
+  assert.ok(firstNumber(value) > 0, `value ${value} should be above the threshold`);
+  assert.equal((await cell(row, 'condition').textContent()).trim(), '> 0/s');
+  for (const [col, owner, contact] of [['client', f.clientOwner, f.clientContact], ['server', f.serverOwner, f.serverContact]]) {
+    assert.match(await cell(row, col).textContent(), new RegExp(owner), `${col} owner`);
+    assert.equal(await cell(row, col).locator('a.owner-contact').getAttribute('href'), `mailto:${contact}`, `${col} contact link`);
+  }
+  // The navigation's badge counts the firing alerts the table shows (both come from one poll).
+  await page.waitForFunction(
+    ([badge, rows]) => {
+      const b = document.querySelector(badge);
+      const n = document.querySelectorAll(rows).length;
+      return b && !b.hidden && n > 0 && Number(b.textContent) === n;
+    },
+    [byTestId('nav-alerts-count'), `${byTestId('alert-row')}[data-state="firing"]`],
+    { timeout: T },
+  ).catch(async () => {
+    throw new Error(`nav-alerts-count shows ${JSON.stringify(await page.locator(byTestId('nav-alerts-count')).textContent())}, firing rows ${await page.locator(`${byTestId('alert-row')}[data-state="firing"]`).count()}`);
+  });
+
+  // The 2 s poll updates rows in place: the same element is there after the next update (a
+  // property, not an attribute, marks it: an update in place may rewrite attributes).
+  await row.evaluate((el) => { el.quanyuKept = true; });
+  const before = await page.locator(byTestId('alerts-status')).textContent();
+  await page.waitForFunction(([sel, t]) => document.querySelector(sel).textContent !== t, [byTestId('alerts-status'), before], { timeout: T });
+  assert.equal(await row.evaluate((el) => el.quanyuKept === true), true, 'the alert row was rebuilt by a poll instead of updated in place');
+
+  // History: the client's burst fired the rule on client → api, which resolved when it ended.
+  const hist = page.locator(`${byTestId('alerts-history')} ${byTestId('history-row')}[data-id="${w.resolved.id}"]`);
+  await hist.waitFor();
+  assert.equal(await hist.getAttribute('data-state'), 'resolved');
+  assert.equal((await cell(hist, 'series').textContent()).trim(), w.resolved.series);
+  assert.ok((await cell(hist, 'fired').textContent()).trim(), 'history row without a fired time');
+  assert.doesNotMatch(await cell(hist, 'resolved').textContent(), /still firing|^\s*$/, 'history row resolved time');
+  assert.match((await cell(hist, 'duration').textContent()).trim(), /^\d+ (s|min)/, 'history row duration');
+
+  // Events: the client's burst came after analysis's first bucket, so client → api is a new edge.
+  const evRow = page.locator(`${byTestId('events-list')} ${byTestId('event-row')}[data-kind="new_edge"]`).filter({ hasText: w.event });
+  await evRow.first().waitFor();
+  assert.equal((await cell(evRow.first(), 'series').textContent()).trim(), w.event);
+  await shot(page, 'alerts');
+
+  // The alert's page: every field, the owners, the labels and annotations, the evidence.
+  await cell(row, 'rule').locator('a').click();
+  const detail = page.locator(byTestId('alert-detail'));
+  await detail.waitFor();
+  assert.equal(decodeURIComponent(new URL(page.url()).hash), `#/alerts/${f.id}`, 'the alert route names the alert clicked');
+  const field = (name) => detail.locator(`${byTestId('alert-fields')} tr[data-field="${name}"] td`);
+  assert.match(await field('rule').textContent(), new RegExp(`^${f.rule} \\(threshold\\)$`));
+  assert.equal((await field('series').textContent()).trim(), f.series);
+  assert.equal((await field('state').textContent()).trim(), 'firing');
+  assert.equal((await field('threshold').textContent()).trim(), '> 0/s');
+  assert.equal((await field('id').textContent()).trim(), f.id);
+  assert.match(await page.locator(byTestId('alert-client-owner')).textContent(), new RegExp(`${f.clientOwner}.*${f.clientContact}`));
+  assert.match(await page.locator(byTestId('alert-server-owner')).textContent(), new RegExp(`${f.serverOwner}.*${f.serverContact}`));
+  const label = (k) => page.locator(`${byTestId('alert-labels')} tr[data-key="${k}"] td`);
+  assert.equal((await label('alertname').textContent()).trim(), f.rule);
+  assert.equal((await label('client_owner').textContent()).trim(), f.clientOwner);
+  assert.equal((await label('server_owner').textContent()).trim(), f.serverOwner);
+  const runbook = page.locator(`${byTestId('alert-annotations')} tr[data-key="runbook"] td a`);
+  assert.equal(await runbook.getAttribute('href'), f.runbook, 'the runbook annotation is a link');
+  const evidence = page.locator(byTestId('alert-evidence'));
+  assert.equal(await evidence.getAttribute('data-state'), f.evidenceState, 'alert-evidence data-state');
+  assert.equal((await page.locator(byTestId('evidence-state')).textContent()).trim(), f.evidenceState);
+  assert.equal((await page.locator(byTestId('evidence-subscription')).textContent()).trim(), f.evidenceSubscription);
+  await shot(page, 'alert');
+});
+
+scenario('f: an alert with captured evidence shows the flow trace and links to it', async (page) => {
+  // The lab's agents take their subscriptions from files, so no evidence is ever captured in it:
+  // this answers the alert's request with the real alert plus a real conversation of the lab as
+  // its evidence, the way analysis attaches one.
+  const f = want.alerts.firing;
+  const get = async (path) => {
+    const res = await fetch(new URL(path, base));
+    assert.equal(res.status, 200, `GET ${path}`);
+    return res.json();
+  };
+  const { flows } = await get('/api/v1/flows?limit=1');
+  const cid = flows?.[0]?.flow?.community_id;
+  assert.ok(cid, `the lab has no flow with a community id: ${JSON.stringify(flows)}`);
+  const conv = await get(`/api/v1/flows/${encodeURIComponent(cid)}`);
+  const alert = await get(`/api/v1/alerts/${encodeURIComponent(f.id)}`);
+  alert.evidence = { ...alert.evidence, state: 'captured', community_id: cid, agent: conv.items?.[0]?.agent ?? '',
+    captured_at: new Date().toISOString(), trace: conv };
+  const pattern = `**/api/v1/alerts/${encodeURIComponent(f.id)}`;
+  await page.route(pattern, (route) => route.fulfill({ status: 200, contentType: 'application/json', body: JSON.stringify(alert) }));
+  try {
+    await page.goto(routeURL(base, `#/alerts/${encodeURIComponent(f.id)}`));
+    await page.locator(`${byTestId('alert-evidence')}[data-state="captured"]`).waitFor();
+    const items = page.locator(`${byTestId('evidence-trace')} ${byTestId('trace-item')}`);
+    await items.first().waitFor();
+    assert.equal(await items.count(), conv.items.length, 'evidence trace items');
+    const kinds = await items.evaluateAll((els) => els.map((e) => e.dataset.kind));
+    assert.deepEqual(kinds.slice().sort(), conv.items.map((i) => i.kind).sort(), 'evidence trace item kinds');
+    const link = page.locator(byTestId('evidence-trace-link'));
+    assert.equal(await link.getAttribute('href'), `#/trace/${encodeURIComponent(cid)}`);
+    await shot(page, 'alert-evidence');
+    await link.click();
+    await page.locator(byTestId('view-trace')).waitFor();
+    assert.equal((await page.locator(byTestId('trace-cid')).textContent()).trim(), cid, 'the evidence link opens the conversation');
+  } finally {
+    await page.unroute(pattern);
+  }
 });
 
 scenario('d: every request stays on 127.0.0.1', async () => {

@@ -32,6 +32,7 @@ import (
 
 	"github.com/quanyu/quanyu/analysis/internal/store"
 	"github.com/quanyu/quanyu/mix/api"
+	"github.com/quanyu/quanyu/sdk"
 )
 
 // ErrNotFound is returned by queries for something the engine does not know.
@@ -67,6 +68,7 @@ type Engine struct {
 	c    counters
 
 	catalog   atomic.Pointer[api.Catalog]
+	eventHook atomic.Pointer[func(agent string, ev *sdk.Event)]
 	shards    [numShards]shard
 	watermark atomic.Int64 // start of the oldest open 10 s bucket, Unix ns
 	ids       atomic.Uint64

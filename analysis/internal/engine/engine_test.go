@@ -127,6 +127,27 @@ func TestMergeCountsAConversationOnce(t *testing.T) {
 	}
 }
 
+// One agent watching both ends' interfaces (the lab's veths, a host's containers) sees each
+// conversation and each request twice, on two interfaces: they count once, as with two agents.
+func TestOneAgentTwoInterfacesCountsOnce(t *testing.T) {
+	clk := &clock{t: t0}
+	e := newEngine(t, openStore(t, t.TempDir()), clk)
+	e.SetCatalog(testCatalog(t))
+	web, api1 := ep("10.0.1.7", 40001), ep("10.0.2.5", 8080)
+	onWeb := tcpFlow("h1", "1:A", web, api1, t0.Add(-9*time.Second), sdk.Counts{Packets: 5, IPBytes: 500}, sdk.Counts{Packets: 4, IPBytes: 4000}, true)
+	onAPI := onWeb
+	onAPI.NIC = "veth-api"
+	req := func(nic string) sdk.L7 {
+		return sdk.L7{Protocol: "HTTP", Time: t0.Add(-9 * time.Second), NIC: nic, Method: "GET", Path: "/x", Status: 200,
+			Transport: sdk.TransportTCP, Client: web, Server: api1, CommunityID: "1:A", Latency: time.Millisecond}
+	}
+	e.Ingest([]otlpschema.Batch{{Agent: "h1", Flows: []sdk.Flow{onWeb, onAPI}, L7: []sdk.L7{req("eth0"), req("veth-api")}}})
+	ed := edgeOf(e.Graph(GraphQuery{Since: 5 * time.Minute}), "app:web", "app:api")
+	if ed == nil || ed.Flows != 1 || ed.Bytes != 4500 || ed.Packets != 9 || ed.Requests != 1 {
+		t.Errorf("edge %+v, want 1 conversation, 4500 bytes, 9 packets, 1 request", ed)
+	}
+}
+
 func TestNodesFromCatalog(t *testing.T) {
 	clk := &clock{t: t0}
 	e := newEngine(t, openStore(t, t.TempDir()), clk)

@@ -87,7 +87,7 @@ func (t *totals) max(o *totals) {
 }
 
 type observation struct {
-	agent   string
+	point   string // agent, interface and namespace
 	sum     totals
 	final   bool
 	lastEnd int64
@@ -102,8 +102,8 @@ type conv struct {
 }
 
 type l7Seen struct {
-	at      int64 // request time
-	agent   string
+	at      int64  // request time
+	point   string // agent and interface
 	matched bool
 	touched int64
 }
@@ -189,6 +189,13 @@ func (e *Engine) Ingest(batches []otlpschema.Batch) {
 			}
 		}
 		e.c.events.Add(uint64(len(b.Events)))
+		if hook := e.eventHook.Load(); hook != nil {
+			for i := range b.Events {
+				if len(b.Events[i].Subscriptions) > 0 {
+					(*hook)(agent, &b.Events[i])
+				}
+			}
+		}
 		e.c.inventories.Add(uint64(len(b.Inventory)))
 	}
 }
@@ -257,6 +264,9 @@ func (e *Engine) ingestFlow(sh *shard, cat *api.Catalog, agent string, f *sdk.Fl
 	var delta totals
 	newConv := false
 	countRTT := false
+	// An observation point is an agent's interface: one agent watching both ends' interfaces
+	// (a lab, a host with containers) sees a conversation twice, as two agents would.
+	point := agent + "\x00" + f.NIC + "\x00" + f.Netns
 	switch c := sh.convs[f.CommunityID]; {
 	case f.CommunityID == "":
 		e.c.noCommunityID.Add(1)
@@ -271,7 +281,7 @@ func (e *Engine) ingestFlow(sh *shard, cat *api.Catalog, agent string, f *sdk.Fl
 			// A conversation that one agent saw end and that starts again there is a new one
 			// on a reused 5-tuple.
 			for i := range c.obs {
-				if c.obs[i].agent == agent && c.obs[i].final && f.Start.UnixNano() >= c.obs[i].lastEnd {
+				if c.obs[i].point == point && c.obs[i].final && f.Start.UnixNano() >= c.obs[i].lastEnd {
 					e.c.reused.Add(1)
 					c = nil
 					break
@@ -287,7 +297,7 @@ func (e *Engine) ingestFlow(sh *shard, cat *api.Catalog, agent string, f *sdk.Fl
 		c.touched = nowNs
 		oi := -1
 		for i := range c.obs {
-			if c.obs[i].agent == agent {
+			if c.obs[i].point == point {
 				oi = i
 				break
 			}
@@ -296,7 +306,7 @@ func (e *Engine) ingestFlow(sh *shard, cat *api.Catalog, agent string, f *sdk.Fl
 			if len(c.obs) > 0 {
 				e.c.observations.Add(1)
 			}
-			c.obs = append(c.obs, observation{agent: agent})
+			c.obs = append(c.obs, observation{point: point})
 			oi = len(c.obs) - 1
 		}
 		o := &c.obs[oi]
@@ -338,6 +348,7 @@ func (e *Engine) ingestFlow(sh *shard, cat *api.Catalog, agent string, f *sdk.Fl
 		if countRTT {
 			fg.RTTSumNs += uint64(f.RTT)
 			fg.RTTCount++
+			fg.RTT.Add(f.RTT)
 		}
 		if f.L7 != nil {
 			fg.Protocols |= store.ProtocolBit(f.L7.Protocol)
@@ -395,13 +406,14 @@ func l7Failed(r *sdk.L7) bool {
 
 func (e *Engine) ingestL7(sh *shard, cat *api.Catalog, agent string, r *sdk.L7, nowNs int64) {
 	if r.CommunityID != "" {
+		point := agent + "\x00" + r.NIC
 		k := l7MergeKey{r.CommunityID, r.Method, r.Path}
 		seen := sh.l7[k]
 		at := r.Time.UnixNano()
 		tol := int64(e.opts.L7Tolerance)
 		for i := range seen {
 			s := &seen[i]
-			if s.agent != agent && !s.matched && at-s.at <= tol && s.at-at <= tol {
+			if s.point != point && !s.matched && at-s.at <= tol && s.at-at <= tol {
 				s.matched = true
 				e.c.l7Merged.Add(1)
 				return
@@ -417,7 +429,7 @@ func (e *Engine) ingestL7(sh *shard, cat *api.Catalog, agent string, r *sdk.L7, 
 				seen = seen[:len(seen)-1]
 				e.c.l7Forgotten.Add(1)
 			}
-			sh.l7[k] = append(seen, l7Seen{at: at, agent: agent, touched: nowNs})
+			sh.l7[k] = append(seen, l7Seen{at: at, point: point, touched: nowNs})
 		}
 	}
 	failed := l7Failed(r)

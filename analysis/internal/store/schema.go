@@ -99,4 +99,25 @@ var migrations = []sqlitedb.Migration{
 			) WITHOUT ROWID`,
 		},
 	},
+	{
+		Version: 2,
+		Name:    "handshake RTT sketches and the alert history",
+		Stmts: []string{
+			`ALTER TABLE rollups ADD COLUMN rtt BLOB`,
+			// One row per alert (a rule's alert on one series, pending to resolved) or event,
+			// replaced as it changes; the body is the whole alert as the API gives it, so the
+			// history keeps what was said at the time even after rules or the catalog change.
+			`CREATE TABLE alerts (
+				id          TEXT PRIMARY KEY,
+				kind        TEXT NOT NULL,
+				fingerprint TEXT NOT NULL,
+				rule        TEXT NOT NULL,
+				state       TEXT NOT NULL,
+				started_ns  INTEGER NOT NULL,
+				updated_ns  INTEGER NOT NULL,
+				body        TEXT NOT NULL
+			) WITHOUT ROWID`,
+			`CREATE INDEX alerts_by_time ON alerts (updated_ns)`,
+		},
+	},
 }

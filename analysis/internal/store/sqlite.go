@@ -143,8 +143,8 @@ func (s *SQLite) WriteRollups(ctx context.Context, res Resolution, rows []Rollup
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		st, err := tx.PrepareContext(ctx, `INSERT INTO rollups (res, bucket_ns, level, source, target,
 			transport, port, protocol, method, path, flows, pkts_c2s, pkts_s2c, bytes_c2s, bytes_s2c,
-			rtt_sum_ns, rtt_count, retrans, requests, errors, protocols, latency)
-			VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`)
+			rtt_sum_ns, rtt_count, retrans, requests, errors, protocols, latency, rtt)
+			VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`)
 		if err != nil {
 			return err
 		}
@@ -152,11 +152,12 @@ func (s *SQLite) WriteRollups(ctx context.Context, res Resolution, rows []Rollup
 		for i := range rows {
 			r := &rows[i]
 			lat, _ := r.Latency.MarshalBinary()
+			rtt, _ := r.RTT.MarshalBinary()
 			if _, err := st.ExecContext(ctx, string(res), r.Bucket.UnixNano(), string(r.Key.Level),
 				r.Key.Source, r.Key.Target, int64(r.Key.Transport), int64(r.Key.Port), r.Key.Protocol,
 				r.Key.Method, r.Key.Path, i64(r.Flows), i64(r.PacketsToServer), i64(r.PacketsToClient),
 				i64(r.BytesToServer), i64(r.BytesToClient), i64(r.RTTSumNs), i64(r.RTTCount),
-				i64(r.Retransmits), i64(r.Requests), i64(r.Errors), int64(r.Protocols), lat); err != nil {
+				i64(r.Retransmits), i64(r.Requests), i64(r.Errors), int64(r.Protocols), lat, rtt); err != nil {
 				return err
 			}
 		}
@@ -191,7 +192,7 @@ func (s *SQLite) ReadRollups(ctx context.Context, q RollupQuery) ([]Rollup, erro
 	}
 	rows, err := s.db.QueryContext(ctx, `SELECT bucket_ns, source, target, transport, port, protocol,
 		method, path, flows, pkts_c2s, pkts_s2c, bytes_c2s, bytes_s2c, rtt_sum_ns, rtt_count, retrans,
-		requests, errors, protocols, latency FROM rollups WHERE `+strings.Join(where, " AND "), args...)
+		requests, errors, protocols, latency, rtt FROM rollups WHERE `+strings.Join(where, " AND "), args...)
 	if err != nil {
 		return nil, fmt.Errorf("reading %s rollups at %s: %w", q.Level, q.Resolution, err)
 	}
@@ -200,11 +201,11 @@ func (s *SQLite) ReadRollups(ctx context.Context, q RollupQuery) ([]Rollup, erro
 	for rows.Next() {
 		var r Rollup
 		var bucket, transport, port, protocols int64
-		var lat []byte
+		var lat, rtt []byte
 		if err := rows.Scan(&bucket, &r.Key.Source, &r.Key.Target, &transport, &port, &r.Key.Protocol,
 			&r.Key.Method, &r.Key.Path, &r.Flows, &r.PacketsToServer, &r.PacketsToClient, &r.BytesToServer,
 			&r.BytesToClient, &r.RTTSumNs, &r.RTTCount, &r.Retransmits, &r.Requests, &r.Errors,
-			&protocols, &lat); err != nil {
+			&protocols, &lat, &rtt); err != nil {
 			return nil, fmt.Errorf("reading %s rollups at %s: %w", q.Level, q.Resolution, err)
 		}
 		r.Bucket = time.Unix(0, bucket).UTC()
@@ -213,6 +214,10 @@ func (s *SQLite) ReadRollups(ctx context.Context, q RollupQuery) ([]Rollup, erro
 		r.Key.Port = uint16(port)
 		r.Protocols = uint8(protocols)
 		if err := r.Latency.UnmarshalBinary(lat); err != nil {
+			return nil, fmt.Errorf("reading %s rollups at %s: %w", q.Level, q.Resolution, err)
+		}
+		// Rows written before the RTT column existed have NULL there: an empty sketch.
+		if err := r.RTT.UnmarshalBinary(rtt); err != nil {
 			return nil, fmt.Errorf("reading %s rollups at %s: %w", q.Level, q.Resolution, err)
 		}
 		out = append(out, r)
@@ -622,6 +627,74 @@ func (s *SQLite) ReadNodeAddresses(ctx context.Context, since time.Time) ([]Node
 	return out, nil
 }
 
+// WriteAlerts implements [Store].
+func (s *SQLite) WriteAlerts(ctx context.Context, alerts []AlertRecord) error {
+	if len(alerts) == 0 {
+		return nil
+	}
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		st, err := tx.PrepareContext(ctx, `INSERT OR REPLACE INTO alerts (id, kind, fingerprint, rule,
+			state, started_ns, updated_ns, body) VALUES (?,?,?,?,?,?,?,?)`)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		for i := range alerts {
+			a := &alerts[i]
+			if _, err := st.ExecContext(ctx, a.ID, a.Kind, a.Fingerprint, a.Rule, a.State,
+				a.Started.UnixNano(), a.Updated.UnixNano(), string(a.Body)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("writing %d alerts: %w", len(alerts), err)
+	}
+	return nil
+}
+
+// ReadAlerts implements [Store].
+func (s *SQLite) ReadAlerts(ctx context.Context, q AlertQuery) ([]AlertRecord, error) {
+	if s.closed.Load() {
+		return nil, ErrClosed
+	}
+	if q.Limit <= 0 || q.Limit > MaxPage {
+		return nil, fmt.Errorf("reading alerts: limit %d, want 1 to %d", q.Limit, MaxPage)
+	}
+	where := []string{"updated_ns >= ?"}
+	args := []any{timeArg(q.Since, minNs)}
+	for _, f := range []struct{ col, v string }{{"kind", q.Kind}, {"state", q.State}, {"fingerprint", q.Fingerprint}} {
+		if f.v != "" {
+			where = append(where, f.col+" = ?")
+			args = append(args, f.v)
+		}
+	}
+	args = append(args, q.Limit)
+	rows, err := s.db.QueryContext(ctx, `SELECT id, kind, fingerprint, rule, state, started_ns,
+		updated_ns, body FROM alerts WHERE `+strings.Join(where, " AND ")+
+		` ORDER BY updated_ns DESC, id DESC LIMIT ?`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("reading alerts: %w", err)
+	}
+	defer rows.Close()
+	var out []AlertRecord
+	for rows.Next() {
+		var a AlertRecord
+		var started, updated int64
+		var body string
+		if err := rows.Scan(&a.ID, &a.Kind, &a.Fingerprint, &a.Rule, &a.State, &started, &updated, &body); err != nil {
+			return nil, fmt.Errorf("reading alerts: %w", err)
+		}
+		a.Started, a.Updated, a.Body = time.Unix(0, started).UTC(), time.Unix(0, updated).UTC(), []byte(body)
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading alerts: %w", err)
+	}
+	return out, nil
+}
+
 // Prune implements [Store].
 func (s *SQLite) Prune(ctx context.Context, c Cutoffs) (int64, error) {
 	var total int64
@@ -649,6 +722,11 @@ func (s *SQLite) Prune(ctx context.Context, c Cutoffs) (int64, error) {
 				if err := exec(q, ns); err != nil {
 					return err
 				}
+			}
+		}
+		if !c.Alerts.IsZero() {
+			if err := exec(`DELETE FROM alerts WHERE updated_ns < ?`, c.Alerts.UnixNano()); err != nil {
+				return err
 			}
 		}
 		if !c.Nodes.IsZero() {

@@ -120,6 +120,7 @@ type Figures struct {
 	Errors          uint64 // HTTP 5xx, DNS rcodes other than NOERROR and NXDOMAIN, failed transactions
 	Protocols       uint8  // Proto* bits
 	Latency         Sketch // L7 latency
+	RTT             Sketch // handshake RTTs of the conversations counted in RTTCount
 }
 
 // Add adds o to f.
@@ -136,6 +137,7 @@ func (f *Figures) Add(o *Figures) {
 	f.Errors += o.Errors
 	f.Protocols |= o.Protocols
 	f.Latency.Merge(&o.Latency)
+	f.RTT.Merge(&o.RTT)
 }
 
 // Sub removes o from f, where o was added to f before. Protocols stay: a bit set is not
@@ -152,6 +154,7 @@ func (f *Figures) Sub(o *Figures) {
 	f.Requests -= o.Requests
 	f.Errors -= o.Errors
 	f.Latency.Sub(&o.Latency)
+	f.RTT.Sub(&o.RTT)
 }
 
 // IsZero reports whether f counts nothing.
@@ -246,6 +249,34 @@ type Cutoffs struct {
 	Rollups map[Resolution]time.Time // bucket start before
 	Records time.Time                // flow, event and L7 record time before
 	Nodes   time.Time                // node addresses last seen before
+	Alerts  time.Time                // alerts and events last updated before
+}
+
+// Kinds of AlertRecord.
+const (
+	KindAlert = "alert" // a rule's alert on one series, from pending to resolved
+	KindEvent = "event" // something that happened once (a new edge)
+)
+
+// AlertRecord is one entry of the alert history.
+type AlertRecord struct {
+	ID          string // unique; writing an ID again replaces the entry
+	Kind        string // KindAlert or KindEvent
+	Fingerprint string // the series' identity: the same for every alert of one rule on one series
+	Rule        string // "" for events
+	State       string // pending, firing, resolved (alerts); the event's kind (events)
+	Started     time.Time
+	Updated     time.Time
+	Body        []byte // the whole entry as JSON
+}
+
+// AlertQuery selects history entries, newest update first.
+type AlertQuery struct {
+	Kind        string    // "" for both
+	State       string    // "" for any
+	Fingerprint string    // "" for any
+	Since       time.Time // updated at or after
+	Limit       int       // required, at most MaxPage
 }
 
 // Store is the analysis store. Its lifecycle:
@@ -272,6 +303,11 @@ type Store interface {
 	WriteNodeAddresses(ctx context.Context, nodes []NodeAddress) error
 	// ReadNodeAddresses gives the pairs last seen at or after since.
 	ReadNodeAddresses(ctx context.Context, since time.Time) ([]NodeAddress, error)
+
+	// WriteAlerts adds or replaces history entries by ID.
+	WriteAlerts(ctx context.Context, alerts []AlertRecord) error
+	// ReadAlerts gives the entries that match, most recently updated first.
+	ReadAlerts(ctx context.Context, q AlertQuery) ([]AlertRecord, error)
 
 	// Prune deletes what is older than the cutoffs and says how many rows went.
 	Prune(ctx context.Context, c Cutoffs) (int64, error)

@@ -5,6 +5,7 @@ package storetest
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	t.Run("Conversation", func(t *testing.T) { conversation(t, open(t)) })
 	t.Run("Prune", func(t *testing.T) { prune(t, open(t)) })
 	t.Run("NodeAddresses", func(t *testing.T) { nodeAddresses(t, open(t)) })
+	t.Run("Alerts", func(t *testing.T) { alerts(t, open(t)) })
 	t.Run("Closed", func(t *testing.T) { closed(t, open(t)) })
 }
 
@@ -30,6 +32,7 @@ func rollupsAreDeltas(t *testing.T, s store.Store) {
 	row := store.Rollup{Bucket: t0, Key: key, Figures: store.Figures{Flows: 1, BytesToServer: 100, Requests: 2, Protocols: store.ProtoHTTP}}
 	row.Latency.Add(3 * time.Millisecond)
 	row.Latency.Add(5 * time.Millisecond)
+	row.RTT.Add(700 * time.Microsecond)
 	// GIVEN the same key and bucket written twice, and a row in the next minute
 	later := row
 	later.Bucket = t0.Add(time.Minute)
@@ -52,7 +55,7 @@ func rollupsAreDeltas(t *testing.T, s store.Store) {
 		}
 		sum.Add(&r.Figures)
 	}
-	if sum.Flows != 2 || sum.BytesToServer != 200 || sum.Requests != 4 || sum.Latency.Count() != 4 || sum.Protocols != store.ProtoHTTP {
+	if sum.Flows != 2 || sum.BytesToServer != 200 || sum.Requests != 4 || sum.Latency.Count() != 4 || sum.RTT.Count() != 2 || sum.Protocols != store.ProtoHTTP {
 		t.Errorf("summed %+v", sum)
 	}
 	// Other resolutions, levels and filters select nothing of it.
@@ -234,6 +237,61 @@ func nodeAddresses(t *testing.T, s store.Store) {
 	got, err := s.ReadNodeAddresses(ctx, t0.Add(30*time.Second))
 	if err != nil || len(got) != 1 || got[0].Addr != a || !got[0].LastSeen.Equal(t0.Add(time.Minute)) {
 		t.Errorf("got %+v, %v", got, err)
+	}
+}
+
+func alerts(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	pending := store.AlertRecord{ID: "a1", Kind: store.KindAlert, Fingerprint: "f1", Rule: "errors", State: "pending",
+		Started: t0, Updated: t0, Body: []byte(`{"state":"pending"}`)}
+	event := store.AlertRecord{ID: "e1", Kind: store.KindEvent, Fingerprint: "f2", State: "new_edge",
+		Started: t0.Add(time.Minute), Updated: t0.Add(time.Minute), Body: []byte(`{}`)}
+	// GIVEN an alert written pending, then again firing, and an event
+	firing := pending
+	firing.State, firing.Updated, firing.Body = "firing", t0.Add(2*time.Minute), []byte(`{"state":"firing"}`)
+	if err := s.WriteAlerts(ctx, []store.AlertRecord{pending, event}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteAlerts(ctx, []store.AlertRecord{firing}); err != nil {
+		t.Fatal(err)
+	}
+	// THEN the alert is there once, as last written, newest update first
+	got, err := s.ReadAlerts(ctx, store.AlertQuery{Limit: 10})
+	if err != nil || len(got) != 2 {
+		t.Fatalf("got %+v, %v; want 2 entries", got, err)
+	}
+	if g := got[0]; g.ID != "a1" || g.State != "firing" || string(g.Body) != `{"state":"firing"}` ||
+		!g.Started.Equal(t0) || !g.Updated.Equal(t0.Add(2*time.Minute)) || g.Rule != "errors" || g.Fingerprint != "f1" {
+		t.Errorf("first entry %+v", g)
+	}
+	for _, c := range []struct {
+		q    store.AlertQuery
+		want []string
+	}{
+		{store.AlertQuery{Kind: store.KindEvent, Limit: 10}, []string{"e1"}},
+		{store.AlertQuery{State: "pending", Limit: 10}, nil},
+		{store.AlertQuery{Fingerprint: "f1", Limit: 10}, []string{"a1"}},
+		{store.AlertQuery{Since: t0.Add(90 * time.Second), Limit: 10}, []string{"a1"}},
+		{store.AlertQuery{Limit: 1}, []string{"a1"}},
+	} {
+		got, err := s.ReadAlerts(ctx, c.q)
+		var ids []string
+		for _, a := range got {
+			ids = append(ids, a.ID)
+		}
+		if err != nil || !slices.Equal(ids, c.want) {
+			t.Errorf("%+v: %v, %v; want %v", c.q, ids, err, c.want)
+		}
+	}
+	if _, err := s.ReadAlerts(ctx, store.AlertQuery{}); err == nil {
+		t.Error("a query without a limit was accepted")
+	}
+	// Prune goes by the last update.
+	if _, err := s.Prune(ctx, store.Cutoffs{Alerts: t0.Add(90 * time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.ReadAlerts(ctx, store.AlertQuery{Limit: 10}); len(got) != 1 || got[0].ID != "a1" {
+		t.Errorf("after pruning: %+v", got)
 	}
 }
 

@@ -1,12 +1,13 @@
-// The details panel of the map: an edge's numbers, owners, charts and endpoints, or a node's
-// addresses, owner and edges. It lives beside the map and follows its polls.
+// The details panel of the map: an edge's numbers, owners, charts (with the forecast rules'
+// bands, when a rule covers the edge) and endpoints, or a node's addresses, owner and edges. It
+// lives beside the map and follows its polls.
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
-import { h, api, qs, fmtNum, fmtBytes, fmtMs } from './util.js';
+import { h, api, qs, fmtNum, fmtBytes, fmtMs, contactLink, scaleMetric, metricUnit } from './util.js';
 
 let panel = null;
-let current = null; // {kind: 'edge'|'node', id, chartsAt}
-let catalog = { at: 0, byApp: null, error: '' };
+let current = null; // {kind: 'edge'|'node', id, chartsAt, forecastsAt, forecastCharts, …elements}
+let catalog = { at: 0, byApp: null, error: '', loading: null };
 
 export function detailsPanel() {
   if (!panel) panel = h('aside', { 'data-testid': 'details', class: 'details', hidden: true });
@@ -23,9 +24,17 @@ function header(title, s) {
     h('button', { 'data-testid': 'details-close', class: 'icon', title: 'close', onclick: () => { s.cy.elements().unselect(); closeDetails(); } }, '×'));
 }
 
-// Owners' contacts live in mix's catalog; the graph only has owner and team.
+// Owners' contacts live in mix's catalog; the graph only has owner and team. Both ends' owner
+// blocks ask at once: the second waits for the first's request rather than reading the catalog
+// before it has arrived.
 async function loadCatalog() {
+  if (catalog.loading) return catalog.loading;
   if (Date.now() - catalog.at < 60000) return catalog;
+  catalog.loading = fetchCatalog().finally(() => { catalog.loading = null; });
+  return catalog.loading;
+}
+
+async function fetchCatalog() {
   catalog.at = Date.now();
   try {
     const body = await api('/api/v1/mix/catalog');
@@ -49,8 +58,8 @@ function ownerBlock(testid, role, node) {
     if (n.owner || n.team) parts.push(' — owner ', h('span', { class: 'owner-name' }, n.owner || '–'), n.team ? [' · team ', h('span', { class: 'owner-team' }, n.team)] : null);
     else parts.push(h('span', { class: 'muted' }, ' — no owner in the catalog'));
     const c = catalog.byApp && n.app ? catalog.byApp.get(n.app) : null;
-    if (c && c.contact) parts.push(' · ', /^[^@\s]+@[^@\s]+$/.test(c.contact) ? h('a', { href: 'mailto:' + c.contact, class: 'owner-contact' }, c.contact) : h('span', { class: 'owner-contact' }, c.contact));
-    else if (!catalog.byApp && catalog.at && (n.owner || n.team)) parts.push(h('span', { class: 'muted', title: catalog.error }, ' (contact unavailable: mix catalog not reachable)'));
+    if (c && c.contact) parts.push(' · ', contactLink(c.contact, { class: 'owner-contact' }));
+    else if (!catalog.byApp && catalog.at && !catalog.loading && (n.owner || n.team)) parts.push(h('span', { class: 'muted', title: catalog.error }, ' (contact unavailable: mix catalog not reachable)'));
     el.replaceChildren(...parts.flat().filter(Boolean));
   };
   fill();
@@ -67,12 +76,14 @@ export function openEdge(s, key) {
   if (!e) return;
   s.cy.elements().unselect();
   s.cy.getElementById(key).select();
-  current = { kind: 'edge', id: key, chartsAt: 0 };
+  current = { kind: 'edge', id: key, chartsAt: 0, forecastsAt: 0, forecastCharts: new Map() };
   const p = detailsPanel();
   p.hidden = false;
   const name = (id) => { const n = s.nodes.get(id); return n ? (n.app || (n.addresses && n.addresses[0]) || id) : id; };
   current.metrics = h('div', { class: 'metrics' });
   current.charts = h('div', { 'data-testid': 'detail-charts', class: 'charts' });
+  current.forecasts = h('div', { 'data-testid': 'forecast-charts', class: 'charts' });
+  current.forecastWrap = h('div', { hidden: true }, h('h3', null, 'forecasts (last 15 min)'), current.forecasts);
   current.endpoints = h('div', { 'data-testid': 'detail-endpoints', class: 'endpoints' }, h('p', { class: 'muted' }, 'loading endpoints…'));
   p.replaceChildren(
     header(`${name(e.source)} → ${name(e.target)}`, s),
@@ -81,9 +92,11 @@ export function openEdge(s, key) {
     ownerBlock('detail-client-owner', 'client', s.nodes.get(e.source)),
     ownerBlock('detail-server-owner', 'server', s.nodes.get(e.target)),
     h('h3', null, 'last hour'), current.charts,
+    current.forecastWrap,
     h('h3', null, 'top endpoints'), current.endpoints);
   fillEdgeMetrics(e);
   loadCharts(s, e);
+  loadForecasts(e);
   loadEndpoints(s, e);
 }
 
@@ -127,6 +140,63 @@ async function loadCharts(s, e) {
   });
   mine.charts.replaceChildren(...boxes.map((b) => b.box));
   for (const b of boxes) if (b.opts) new uPlot(b.opts, b.data, b.box);
+}
+
+// loadForecasts draws, for each forecast rule's series on this edge, the observed value with the
+// forecast (dashed) and its band (filled) over the last 15 minutes, one point per 10 s
+// evaluation. The band is left out where the model is still learning (ready false), since its
+// numbers mean nothing yet. A chart already drawn gets the new points in place.
+async function loadForecasts(e) {
+  const mine = current;
+  mine.forecastsAt = Date.now();
+  let body;
+  try {
+    body = await api('/api/v1/forecasts' + qs({ source: e.source, target: e.target }));
+  } catch (err) {
+    if (current !== mine) return;
+    mine.forecastWrap.hidden = false;
+    mine.forecasts.replaceChildren(h('p', { class: 'error' }, err.message));
+    mine.forecastCharts.clear();
+    return;
+  }
+  if (current !== mine) return;
+  const list = ((body && body.forecasts) || []).filter((f) => (f.points || []).length);
+  mine.forecastWrap.hidden = list.length === 0;
+  const width = Math.max(240, (panel.clientWidth || 380) - 24);
+  const seen = new Set();
+  const fresh = []; // charts to make once their boxes are in the page, as loadCharts does
+  const boxes = list.map((f) => {
+    const key = `${f.rule}\u0000${f.series && f.series.name}`;
+    seen.add(key);
+    const pts = f.points;
+    const ready = pts.filter((p) => p.ready).length;
+    const band = (v, p) => (p.ready ? scaleMetric(f.metric, v) : null);
+    const data = [pts.map((p) => p.t / 1000), pts.map((p) => scaleMetric(f.metric, p.value)),
+      pts.map((p) => band(p.forecast, p)), pts.map((p) => band(p.upper, p)), pts.map((p) => band(p.lower, p))];
+    const title = `${f.rule} · ${f.metric} (${metricUnit(f.metric)})` + (f.series && f.series.name ? ` · ${f.series.name}` : '');
+    const note = ready ? '' : ' · learning: no band yet';
+    let c = mine.forecastCharts.get(key);
+    if (!c) {
+      c = { title: h('div', { class: 'chart-title', 'data-testid': 'forecast-chart-title' }), box: null, u: null };
+      c.box = h('div', { class: 'chart', 'data-testid': 'forecast-chart' }, c.title,
+        h('div', { class: 'chart-title' }, 'solid: observed · dashed: forecast · shaded: band'));
+      fresh.push([c, { width, height: 120, legend: { show: false }, cursor: { drag: { x: false, y: false } },
+        scales: { x: { time: true } }, axes: [{ size: 24, font: '10px sans-serif' }, { size: 44, font: '10px sans-serif' }],
+        series: [{},
+          { label: 'observed', stroke: '#4a6fa5', width: 1.5 },
+          { label: 'forecast', stroke: '#6b7280', width: 1.2, dash: [5, 4] },
+          { label: 'upper', stroke: '#f0a20288', width: 1, points: { show: false } },
+          { label: 'lower', stroke: '#f0a20288', width: 1, points: { show: false } }],
+        bands: [{ series: [3, 4], fill: '#f0a20226' }] }, data]);
+      mine.forecastCharts.set(key, c);
+    } else c.u.setData(data);
+    c.title.textContent = title + note;
+    Object.assign(c.box.dataset, { rule: f.rule, metric: f.metric, series: (f.series && f.series.name) || '', points: pts.length, ready });
+    return c.box;
+  });
+  for (const [k, c] of mine.forecastCharts) if (!seen.has(k)) { c.u.destroy(); mine.forecastCharts.delete(k); }
+  if (boxes.some((b, i) => mine.forecasts.children[i] !== b) || mine.forecasts.children.length !== boxes.length) mine.forecasts.replaceChildren(...boxes);
+  for (const [c, opts, data] of fresh) c.u = new uPlot(opts, data, c.box);
 }
 
 async function loadEndpoints(s, e) {
@@ -179,7 +249,8 @@ function fillNode(s, n) {
     h('h3', null, `outgoing (${outs.length})`), h('div', { 'data-testid': 'detail-out-edges' }, edgeTable(outs, 'target')));
 }
 
-// refreshDetails follows a poll: new numbers for the open edge, charts every 15 s.
+// refreshDetails follows a poll: new numbers for the open edge, charts every 15 s, forecasts
+// every 10 s (the evaluator adds a point per 10 s).
 export function refreshDetails(s) {
   if (!current) return;
   if (current.kind === 'edge') {
@@ -187,5 +258,6 @@ export function refreshDetails(s) {
     if (!e) return; // gone from the window: keep the last numbers
     fillEdgeMetrics(e);
     if (Date.now() - current.chartsAt > 15000) loadCharts(s, e);
+    if (Date.now() - current.forecastsAt > 10000) loadForecasts(e);
   }
 }

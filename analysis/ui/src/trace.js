@@ -21,11 +21,17 @@ export function mountTrace(container, cid) {
       return;
     }
     if (stopped) return;
-    const items = ((conv && conv.items) || []).slice().sort((a, b) => new Date(a.time) - new Date(b.time));
+    const items = (conv && conv.items) || [];
     status.textContent = items.length ? `${items.length} records` : 'no records in this conversation';
-    list.replaceChildren(...items.map(item));
+    list.replaceChildren(...traceItems(items));
   })();
   return () => { stopped = true; };
+}
+
+// traceItems renders a conversation's items (as GET /api/v1/flows/{community_id} gives them) in
+// time order, as <li>s for an <ol class="trace">: the trace page and an alert's evidence share it.
+export function traceItems(items) {
+  return (items || []).slice().sort((a, b) => new Date(a.time) - new Date(b.time)).map(item);
 }
 
 function item(it) {

@@ -99,6 +99,57 @@ export function fmtMs(n) {
   return n >= 1000 ? (n / 1000).toFixed(2) + ' s' : n.toFixed(n < 10 ? 2 : 0) + ' ms';
 }
 
+// fmtMetric formats an alert metric's value in the unit people read it in: ratios (fractions in
+// the API) as percentages, latencies and RTT (seconds in the API) in ms, the rest per second.
+export function fmtMetric(metric, v) {
+  if (v === undefined || v === null || Number.isNaN(v)) return '–';
+  const unit = metricUnit(metric);
+  return scaleMetric(metric, v).toFixed(metricDigits(metric, v)) + (unit === '/s' ? '' : ' ') + unit;
+}
+
+// scaleMetric converts an API value to the unit of metricUnit (for charts).
+export function scaleMetric(metric, v) {
+  if (v === undefined || v === null) return null;
+  if (RATIOS.has(metric)) return v * 100;
+  if (SECONDS.has(metric)) return v * 1000;
+  return v;
+}
+
+export function metricUnit(metric) {
+  if (RATIOS.has(metric)) return '%';
+  if (SECONDS.has(metric)) return 'ms';
+  if (metric === 'bytes_per_second') return 'B/s';
+  return '/s';
+}
+
+const RATIOS = new Set(['error_ratio', 'retransmission_ratio']);
+const SECONDS = new Set(['latency_p50', 'latency_p95', 'latency_p99', 'rtt_p95']);
+
+function metricDigits(metric, v) {
+  const x = Math.abs(scaleMetric(metric, v));
+  if (x === 0 || x >= 100) return 0;
+  return x >= 10 ? 1 : 2;
+}
+
+// fmtDuration formats a span in ms: "45 s", "12 min", "3 h 5 min", "2 d 4 h".
+export function fmtDuration(ms) {
+  if (ms === undefined || ms === null || Number.isNaN(ms) || ms < 0) return '–';
+  const s = Math.round(ms / 1000);
+  if (s < 60) return s + ' s';
+  if (s < 3600) return Math.floor(s / 60) + ' min' + (s % 60 && s < 600 ? ' ' + (s % 60) + ' s' : '');
+  if (s < 86400) return Math.floor(s / 3600) + ' h' + (s % 3600 >= 60 ? ' ' + Math.floor((s % 3600) / 60) + ' min' : '');
+  return Math.floor(s / 86400) + ' d' + (s % 86400 >= 3600 ? ' ' + Math.floor((s % 86400) / 3600) + ' h' : '');
+}
+
+// contactLink makes a contact clickable when it is an email address (mailto:) or an http(s) URL;
+// anything else (a phone number, a chat handle, or a javascript: URL) stays text.
+export function contactLink(contact, attrs = {}) {
+  if (!contact) return null;
+  if (/^[^@\s:/]+@[^@\s]+$/.test(contact)) return h('a', { href: 'mailto:' + contact, ...attrs }, contact);
+  if (/^https?:\/\/[^\s]+$/i.test(contact)) return h('a', { href: contact, target: '_blank', rel: 'noopener noreferrer', ...attrs }, contact);
+  return h('span', attrs, contact);
+}
+
 export function fmtTime(s) {
   if (!s) return '';
   const d = new Date(s);

@@ -1,0 +1,751 @@
+// Package alert evaluates the alert rules mix pushes: every 10 s it reads the bucket that just
+// ended from the engine, makes the series each rule covers (per edge, node, L7 endpoint, address
+// or port, narrowed by the rule's selector), compares each series with the rule's threshold or
+// with its seasonal forecast (package forecast), and moves the series' alert through pending,
+// firing and resolved. Firing and resolved alerts go to the receivers (package notify) naming
+// both ends' owners, and to the history in the store; an edge never seen before is an event.
+// When an alert fires, it can ask mix for a narrow subscription with frames, and attaches the
+// first flow trace that subscription captures.
+package alert
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"math"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quanyu/quanyu/analysis/internal/engine"
+	"github.com/quanyu/quanyu/analysis/internal/forecast"
+	"github.com/quanyu/quanyu/analysis/internal/notify"
+	"github.com/quanyu/quanyu/analysis/internal/store"
+	"github.com/quanyu/quanyu/mix/api"
+	"github.com/quanyu/quanyu/sdk"
+)
+
+// Source is what the evaluator reads; the engine is one.
+type Source interface {
+	Bucket(ctx context.Context, start time.Time, level store.Level, fn func(k *store.RollupKey, f *store.Figures)) error
+	EdgeSockets(ctx context.Context, from, to time.Time, source, target string, limit int) ([]engine.Socket, error)
+	Edges(ctx context.Context, from, to time.Time, fn func(source, target string)) error
+	Conversation(communityID string) (engine.Conversation, error)
+	SetEventHook(fn func(agent string, ev *sdk.Event))
+}
+
+// Notifier takes alerts to deliver; notify.Notifier is one.
+type Notifier interface{ Send(alerts ...notify.Alert) }
+
+// EvidenceRequester has mix push a subscription to the agents.
+type EvidenceRequester interface {
+	Subscribe(ctx context.Context, sub sdk.Subscription) error
+}
+
+// Options configure an Evaluator; zero fields take the defaults.
+type Options struct {
+	Log      *slog.Logger
+	Source   Source
+	Store    store.Store
+	Notifier Notifier          // nil: alerts are kept, not sent
+	Evidence EvidenceRequester // nil: no evidence is captured
+	// EvidenceFor is how long an evidence subscription lives (mix withdraws it then).
+	EvidenceFor time.Duration // default 2m
+	// Delay is how long after a bucket ends it is evaluated: records of the bucket's last
+	// seconds are still on their way from the agents.
+	Delay time.Duration // default 2s
+	// NewEdgeGrace: edges first seen this soon after the start are not events, since an
+	// analysis with an empty store would otherwise call every edge new.
+	NewEdgeGrace time.Duration // default 2m
+	// KnownEdges is how far back the store is read at the start for edges already seen.
+	KnownEdges  time.Duration // default 30 days
+	MaxSeries   int           // series kept over all rules; default 50,000
+	MaxEdges    int           // known edges kept; default 200,000
+	ExternalURL string        // the UI, for links in alerts
+	Now         func() time.Time
+}
+
+func (o Options) withDefaults() Options {
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	o.Log = o.Log.With("component", "alert")
+	if o.EvidenceFor <= 0 {
+		o.EvidenceFor = 2 * time.Minute
+	}
+	if o.Delay <= 0 {
+		o.Delay = 2 * time.Second
+	}
+	if o.NewEdgeGrace < 0 {
+		o.NewEdgeGrace = 0
+	} else if o.NewEdgeGrace == 0 {
+		o.NewEdgeGrace = 2 * time.Minute
+	}
+	if o.KnownEdges <= 0 {
+		o.KnownEdges = 30 * 24 * time.Hour
+	}
+	if o.MaxSeries <= 0 {
+		o.MaxSeries = 50000
+	}
+	if o.MaxEdges <= 0 {
+		o.MaxEdges = 200000
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o
+}
+
+const (
+	step = stepSeconds * time.Second
+	// seriesIdle: a series without data this long is forgotten (unless its alert is active).
+	seriesIdle = time.Hour
+	// forecastPoints is how much of each forecast series the API can chart: 15 minutes.
+	forecastPoints = 90
+	// historyLimit bounds one history read.
+	historyLimit = 1000
+)
+
+// Evaluator is the alert evaluator. Its lifecycle: New; SetRules, SetSettings and SetCatalog at
+// any time (mix pushes them); Run until its context ends. Evaluate may be called directly
+// instead of Run (tests do).
+type Evaluator struct {
+	o   Options
+	log *slog.Logger
+
+	mu       sync.Mutex
+	rules    []*ruleState
+	settings api.PredictionSettings
+	catalog  *api.Catalog
+	nseries  int
+	edges    map[[2]string]bool
+	started  time.Time
+	last     time.Time         // the last bucket evaluated
+	events   []Event           // the latest, newest last, bounded
+	restored map[string]*Alert // firing alerts read back at the start, by fingerprint
+	rulesSet bool
+
+	evMu    sync.Mutex
+	watches map[string]*watch // evidence subscriptions by id
+	pending atomic.Int32      // watches waiting for an event
+
+	c counters
+}
+
+type counters struct {
+	evaluations, evalErrors, evalNs                   atomic.Uint64
+	seriesDropped, edgesDropped                       atomic.Uint64
+	fired, resolved, events                           atomic.Uint64
+	evidenceRequested, evidenceCaptured, evidenceNone atomic.Uint64
+	evidenceFailed, historyErrors                     atomic.Uint64
+}
+
+type ruleState struct {
+	rule   api.Rule
+	def    string // the rule as JSON, to tell a changed rule from the same one
+	src    store.Level
+	params *forecast.Params // forecast rules
+	series map[seriesKey]*seriesState
+}
+
+type seriesState struct {
+	key       seriesKey
+	model     *forecast.Model
+	lastData  time.Time
+	alert     *Alert // pending or firing; nil otherwise
+	topClient string // the busiest client in the last bucket (node-like levels)
+	started   bool   // the first (partial) bucket was seen; forecasting starts with the next
+	ring      []ForecastPoint
+	ringNext  int
+}
+
+type watch struct {
+	fingerprint string
+	alertID     string
+	firedAt     time.Time
+	expires     time.Time
+	seenAt      time.Time
+	cid, agent  string
+}
+
+// New makes an evaluator: it reads the edges already known and the alerts still firing from
+// the store, and hooks the engine's flow events for evidence.
+func New(ctx context.Context, o Options) (*Evaluator, error) {
+	o = o.withDefaults()
+	if o.Source == nil || o.Store == nil {
+		return nil, errors.New("alert evaluator: a source and a store are required")
+	}
+	now := o.Now()
+	ev := &Evaluator{o: o, log: o.Log, settings: api.DefaultPredictionSettings(), edges: map[[2]string]bool{},
+		started: now, restored: map[string]*Alert{}, watches: map[string]*watch{}}
+	err := o.Source.Edges(ctx, now.Add(-o.KnownEdges), now, func(s, t string) {
+		if len(ev.edges) < o.MaxEdges {
+			ev.edges[[2]string{s, t}] = true
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading the edges already seen: %w", err)
+	}
+	recs, err := o.Store.ReadAlerts(ctx, store.AlertQuery{Kind: store.KindAlert, State: StateFiring, Limit: historyLimit})
+	if err != nil {
+		return nil, fmt.Errorf("reading the alerts still firing: %w", err)
+	}
+	for _, r := range recs {
+		var a Alert
+		if err := json.Unmarshal(r.Body, &a); err == nil {
+			ev.restored[a.Fingerprint] = &a
+		}
+	}
+	o.Source.SetEventHook(ev.onEvent)
+	return ev, nil
+}
+
+// SetRules replaces the rules. A rule that is unchanged keeps its series, forecasts and
+// alerts; the alerts of a rule removed or changed are resolved.
+func (ev *Evaluator) SetRules(rules []api.Rule) {
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	old := map[string]*ruleState{}
+	for _, rs := range ev.rules {
+		old[rs.rule.ID] = rs
+	}
+	var next []*ruleState
+	var out []notify.Alert
+	now := ev.o.Now()
+	for _, r := range rules {
+		def, _ := json.Marshal(r)
+		if rs, ok := old[r.ID]; ok && rs.def == string(def) {
+			next = append(next, rs)
+			delete(old, r.ID)
+			continue
+		}
+		rs := &ruleState{rule: r, def: string(def), src: rowSource(&r), series: map[seriesKey]*seriesState{}}
+		if r.Kind == api.KindForecast {
+			rs.params = forecast.NewParams(ev.settings, step, r.Band, minDev(r.Metric))
+		}
+		next = append(next, rs)
+	}
+	for _, rs := range old {
+		out = append(out, ev.dropRule(rs, now, "the rule was changed or removed")...)
+	}
+	ev.rules = next
+	ev.rulesSet = true
+	ev.send(out)
+}
+
+// SetSettings replaces the prediction settings; forecasts start learning again when they
+// change, since a season of another length makes the old seasonal profile meaningless.
+func (ev *Evaluator) SetSettings(s api.PredictionSettings) {
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	if s == ev.settings {
+		return
+	}
+	ev.settings = s
+	for _, rs := range ev.rules {
+		if rs.params == nil {
+			continue
+		}
+		rs.params = forecast.NewParams(s, step, rs.rule.Band, minDev(rs.rule.Metric))
+		for _, ss := range rs.series {
+			ss.model = nil
+			ss.ring = ss.ring[:0]
+			ss.ringNext = 0
+		}
+	}
+}
+
+// SetCatalog replaces the application catalog used for selectors and owners.
+func (ev *Evaluator) SetCatalog(c *api.Catalog) {
+	ev.mu.Lock()
+	ev.catalog = c
+	ev.mu.Unlock()
+}
+
+// Run evaluates each 10 s bucket Delay after it ends, until ctx ends.
+func (ev *Evaluator) Run(ctx context.Context) {
+	for {
+		now := ev.o.Now()
+		bucket := now.Add(-ev.o.Delay).Truncate(step).Add(-step)
+		next := bucket.Add(2 * step).Add(ev.o.Delay)
+		ev.mu.Lock()
+		due := bucket.After(ev.last)
+		ev.mu.Unlock()
+		if due {
+			ev.Evaluate(ctx, bucket)
+		}
+		t := time.NewTimer(time.Until(next))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Evaluate evaluates every rule on the 10 s bucket starting at bucket.
+func (ev *Evaluator) Evaluate(ctx context.Context, bucket time.Time) {
+	began := time.Now()
+	defer func() {
+		ev.c.evaluations.Add(1)
+		ev.c.evalNs.Add(uint64(time.Since(began)))
+	}()
+	bucket = bucket.Truncate(step)
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	ev.last = bucket
+
+	// Read each rollup level the rules need, once, adding up the deltas of each key.
+	need := map[store.Level]bool{store.LevelApp: true}
+	for _, rs := range ev.rules {
+		need[rs.src] = true
+	}
+	rows := map[store.Level]map[store.RollupKey]*store.Figures{}
+	for l := range need {
+		m := map[store.RollupKey]*store.Figures{}
+		err := ev.o.Source.Bucket(ctx, bucket, l, func(k *store.RollupKey, f *store.Figures) {
+			if cur := m[*k]; cur != nil {
+				cur.Add(f)
+				return
+			}
+			c := &store.Figures{}
+			c.Add(f)
+			m[*k] = c
+		})
+		if err != nil {
+			ev.c.evalErrors.Add(1)
+			ev.log.Warn("reading a bucket for the alert rules failed", "bucket", bucket, "level", l, "err", err)
+			return
+		}
+		rows[l] = m
+	}
+	res := newResolver(ev.catalog)
+	var hist []store.AlertRecord
+	var out []notify.Alert
+	hist = append(hist, ev.newEdges(bucket, rows[store.LevelApp], res)...)
+
+	for _, rs := range ev.rules {
+		h, o := ev.evaluateRule(ctx, rs, bucket, rows[rs.src], res)
+		hist = append(hist, h...)
+		out = append(out, o...)
+	}
+	// Restored alerts whose rule never came back, or whose series is gone, are resolved once
+	// the rules have been pushed and a little time has passed for their series to show up.
+	if ev.rulesSet && bucket.Sub(ev.started) > 2*time.Minute && len(ev.restored) > 0 {
+		for fp, a := range ev.restored {
+			delete(ev.restored, fp)
+			ev.resolve(a, bucket.Add(step), "its rule or series no longer exists")
+			hist = append(hist, record(a))
+			out = append(out, ev.toNotify(a))
+		}
+	}
+	hist = append(hist, ev.progressEvidence(bucket)...)
+	ev.send(out)
+	ev.writeHistory(ctx, hist)
+}
+
+// evaluateRule moves every series of one rule by one bucket.
+func (ev *Evaluator) evaluateRule(ctx context.Context, rs *ruleState, bucket time.Time, rows map[store.RollupKey]*store.Figures,
+	res *resolver) (hist []store.AlertRecord, out []notify.Alert) {
+	r := &rs.rule
+	type agg struct {
+		f       store.Figures
+		top     string
+		topW    uint64
+		clients map[string]uint64
+	}
+	series := map[seriesKey]*agg{}
+	for k, f := range rows {
+		if !selects(&r.Selector, rs.src, &k, res) {
+			continue
+		}
+		sk := keyOf(r.Level, &k)
+		a := series[sk]
+		if a == nil {
+			a = &agg{}
+			series[sk] = a
+		}
+		a.f.Add(f)
+		if r.Level != api.LevelEdge {
+			if a.clients == nil {
+				a.clients = map[string]uint64{}
+			}
+			a.clients[k.Source] += weight(r.Metric, f)
+			if w := a.clients[k.Source]; w > a.topW {
+				a.top, a.topW = k.Source, w
+			}
+		}
+	}
+	for sk, a := range series {
+		ss := rs.series[sk]
+		if ss == nil {
+			if ev.nseries >= ev.o.MaxSeries {
+				ev.c.seriesDropped.Add(1)
+				continue
+			}
+			ss = &seriesState{key: sk}
+			rs.series[sk] = ss
+			ev.nseries++
+		}
+		ss.lastData = bucket
+		if a.top != "" {
+			ss.topClient = a.top
+		}
+	}
+	for sk, ss := range rs.series {
+		var v float64
+		var ok bool
+		if a := series[sk]; a != nil {
+			v, ok = value(r.Metric, &a.f)
+		} else if isRate(r.Metric) {
+			v, ok = 0, true // it had traffic and has none now
+		}
+		held, band := false, (*Band)(nil)
+		switch r.Kind {
+		case api.KindThreshold:
+			held = ok && r.Op.Holds(v, r.Value)
+		case api.KindForecast:
+			if ss.model == nil {
+				// A series' first bucket is partial (its traffic began somewhere in it, or the
+				// evaluator did): learning it would start the level, the first season and the
+				// deviation on a value the series never really had.
+				if !ss.started {
+					ss.started = true
+					break
+				}
+				ss.model = forecast.NewModel(rs.params, bucket)
+			}
+			if !ok {
+				ss.model.Skip(bucket)
+				break
+			}
+			p := ss.model.Observe(bucket, v)
+			ss.remember(ForecastPoint{T: bucket.UnixMilli(), Value: v, Forecast: finite(p.Forecast), Lower: finite(p.Lower), Upper: finite(p.Upper), Ready: p.Ready})
+			band = &Band{Forecast: finite(p.Forecast), Lower: finite(p.Lower), Upper: finite(p.Upper), Deviations: rs.params.Band}
+			// OutRun counts the run of points out of band on one side, which a point back in the
+			// band but still far out on that side does not end; the side is the value's.
+			side := v > p.Forecast && r.Direction != api.DirectionBelow || v < p.Forecast && r.Direction != api.DirectionAbove
+			held = p.Ready && side && ss.model.OutRun() >= forecast.Confirm
+		}
+		h, o := ev.step(rs, ss, bucket, held, v, ok, band, res)
+		hist = append(hist, h...)
+		out = append(out, o...)
+		if ss.alert == nil && bucket.Sub(ss.lastData) > seriesIdle {
+			delete(rs.series, sk)
+			ev.nseries--
+		}
+	}
+	return hist, out
+}
+
+func (ss *seriesState) remember(p ForecastPoint) {
+	if len(ss.ring) < forecastPoints {
+		ss.ring = append(ss.ring, p)
+		return
+	}
+	ss.ring[ss.ringNext] = p
+	ss.ringNext = (ss.ringNext + 1) % forecastPoints
+}
+
+// step moves one series' alert: inactive → pending → firing → resolved.
+func (ev *Evaluator) step(rs *ruleState, ss *seriesState, bucket time.Time, held bool, v float64, ok bool, band *Band,
+	res *resolver) (hist []store.AlertRecord, out []notify.Alert) {
+	r := &rs.rule
+	end := bucket.Add(step)
+	fp := fingerprint(r.ID, ss.key)
+	a := ss.alert
+	if a == nil {
+		if restored := ev.restored[fp]; restored != nil {
+			delete(ev.restored, fp)
+			a, ss.alert = restored, restored
+		}
+	}
+	if a != nil && ok {
+		a.Value, a.Band, a.UpdatedAt = v, band, end
+	}
+	switch {
+	case a == nil && held:
+		a = ev.newAlert(rs, ss, bucket, v, band, res)
+		ss.alert = a
+		if end.Sub(a.ActiveAt) >= r.For {
+			ev.fire(a, end)
+			hist, out = append(hist, record(a)), append(out, ev.toNotify(a))
+			ev.requestEvidence(rs, ss, a, bucket)
+		}
+	case a != nil && held && a.State == StatePending:
+		if end.Sub(a.ActiveAt) >= r.For {
+			ev.fire(a, end)
+			hist, out = append(hist, record(a)), append(out, ev.toNotify(a))
+			ev.requestEvidence(rs, ss, a, bucket)
+		}
+	case a != nil && !held:
+		if a.State == StateFiring {
+			ev.resolve(a, end, "")
+			hist, out = append(hist, record(a)), append(out, ev.toNotify(a))
+		}
+		ss.alert = nil
+	}
+	return hist, out
+}
+
+func fingerprint(rule string, k seriesKey) string {
+	h := sha256.Sum256([]byte(rule + "\x00" + k.String()))
+	return hex.EncodeToString(h[:8])
+}
+
+// end describes one end of a series: a graph node id, or an address with a port (0 for a
+// client).
+func end(res *resolver, node string, addr string, port uint16) *End {
+	if node == "" && addr == "" {
+		return nil
+	}
+	var e *api.CatalogEntry
+	if node != "" {
+		e = res.node(node)
+	} else {
+		e = res.addr(addr, port)
+		node = "ip:" + addr
+		if e != nil {
+			node = "app:" + e.App
+		}
+	}
+	out := &End{Node: node}
+	if e != nil {
+		out.App, out.Owner, out.Team, out.Contact = e.App, e.Owner.Name, e.Owner.Team, e.Owner.Contact
+	}
+	return out
+}
+
+func nodeName(id string) string {
+	if len(id) > 4 && (id[:4] == "app:") {
+		return id[4:]
+	}
+	if len(id) > 3 && id[:3] == "ip:" {
+		return id[3:]
+	}
+	return id
+}
+
+// describe names a series and its ends.
+func describe(l api.Level, k seriesKey, top string, res *resolver) (Series, *End, *End) {
+	s := Series{Source: k.source, Target: k.target, Method: k.method, Path: k.path, Port: k.port}
+	if k.transport != 0 {
+		s.Transport = k.transport.String()
+	}
+	switch l {
+	case api.LevelEdge:
+		s.Name = nodeName(k.source) + " → " + nodeName(k.target)
+		return s, end(res, k.source, "", 0), end(res, k.target, "", 0)
+	case api.LevelNode:
+		s.Name = nodeName(k.target)
+		return s, end(res, top, "", 0), end(res, k.target, "", 0)
+	case api.LevelEndpoint:
+		s.Name = nodeName(k.target) + " " + k.method + " " + k.path
+		return s, end(res, top, "", 0), end(res, k.target, "", 0)
+	case api.LevelAddress:
+		s.Target, s.Address = "", k.target
+		s.Name = k.target
+		return s, end(res, "", top, 0), end(res, "", k.target, 0)
+	}
+	s.Name = s.Transport + "/" + strconv.Itoa(int(k.port))
+	return s, end(res, "", top, 0), nil
+}
+
+func (ev *Evaluator) newAlert(rs *ruleState, ss *seriesState, bucket time.Time, v float64, band *Band, res *resolver) *Alert {
+	r := &rs.rule
+	s, client, server := describe(r.Level, ss.key, ss.topClient, res)
+	fp := fingerprint(r.ID, ss.key)
+	a := &Alert{ID: fp + "-" + strconv.FormatInt(bucket.UnixMilli(), 10), Fingerprint: fp, Rule: r.ID, Kind: r.Kind,
+		Metric: r.Metric, Level: r.Level, Severity: r.Severity, State: StatePending, Series: s, Value: v, Band: band,
+		For: r.For.String(), ActiveAt: bucket, UpdatedAt: bucket.Add(step), Client: client, Server: server}
+	if r.Kind == api.KindThreshold {
+		t := r.Value
+		a.Op, a.Threshold = r.Op, &t
+	}
+	a.Labels = map[string]string{"alertname": r.ID, "severity": string(r.Severity), "metric": string(r.Metric),
+		"level": string(r.Level), "series": s.Name}
+	a.Annotations = map[string]string{}
+	for _, e := range []struct {
+		side string
+		e    *End
+	}{{"client", client}, {"server", server}} {
+		if e.e == nil {
+			continue
+		}
+		a.Labels[e.side] = nodeName(e.e.Node)
+		if e.e.Owner != "" {
+			a.Labels[e.side+"_owner"] = e.e.Owner
+			a.Annotations[e.side+"_contact"] = e.e.Contact
+		}
+		if e.e.Team != "" {
+			a.Labels[e.side+"_team"] = e.e.Team
+		}
+	}
+	maps.Copy(a.Labels, r.Labels)
+	a.Summary = summary(a)
+	a.Annotations["summary"] = a.Summary
+	maps.Copy(a.Annotations, r.Annotations)
+	return a
+}
+
+// summary says in one line what is wrong and who answers for both ends.
+func summary(a *Alert) string {
+	var cond string
+	if a.Threshold != nil {
+		cond = fmt.Sprintf("%s %s %s", formatValue(a.Metric, a.Value), a.Op, formatValue(a.Metric, *a.Threshold))
+	} else if a.Band != nil {
+		cond = fmt.Sprintf("%s outside the forecast band %s–%s", formatValue(a.Metric, a.Value),
+			formatValue(a.Metric, a.Band.Lower), formatValue(a.Metric, a.Band.Upper))
+	}
+	s := fmt.Sprintf("%s of %s: %s", a.Metric, a.Series.Name, cond)
+	owners := ""
+	for _, e := range []*End{a.Client, a.Server} {
+		if e == nil || e.Owner == "" {
+			continue
+		}
+		if owners != "" {
+			owners += ", "
+		}
+		owners += nodeName(e.Node) + ": " + e.Owner
+		if e.Contact != "" {
+			owners += " <" + e.Contact + ">"
+		}
+	}
+	if owners != "" {
+		s += " (owners " + owners + ")"
+	}
+	return s
+}
+
+func formatValue(m api.Metric, v float64) string {
+	switch {
+	case m.IsRatio():
+		return strconv.FormatFloat(v*100, 'f', 1, 64) + "%"
+	case m == api.MetricLatencyP50 || m == api.MetricLatencyP95 || m == api.MetricLatencyP99 || m == api.MetricRTTP95:
+		return strconv.FormatFloat(v*1000, 'f', 1, 64) + " ms"
+	}
+	return strconv.FormatFloat(v, 'g', 4, 64) + "/s"
+}
+
+func (ev *Evaluator) fire(a *Alert, at time.Time) {
+	a.State = StateFiring
+	a.FiredAt, a.UpdatedAt = &at, at
+	a.Summary = summary(a)
+	a.Annotations["summary"] = a.Summary
+	ev.c.fired.Add(1)
+	ev.log.Info("alert firing", "rule", a.Rule, "series", a.Series.Name, "value", a.Value)
+}
+
+func (ev *Evaluator) resolve(a *Alert, at time.Time, why string) {
+	a.State = StateResolved
+	a.ResolvedAt, a.UpdatedAt = &at, at
+	if why != "" {
+		a.Annotations["resolved_because"] = why
+	}
+	ev.c.resolved.Add(1)
+	ev.log.Info("alert resolved", "rule", a.Rule, "series", a.Series.Name, "why", why)
+}
+
+// dropRule resolves the firing alerts of a rule that is going away.
+func (ev *Evaluator) dropRule(rs *ruleState, now time.Time, why string) []notify.Alert {
+	var out []notify.Alert
+	var hist []store.AlertRecord
+	for _, ss := range rs.series {
+		ev.nseries--
+		if a := ss.alert; a != nil && a.State == StateFiring {
+			ev.resolve(a, now, why)
+			out = append(out, ev.toNotify(a))
+			hist = append(hist, record(a))
+		}
+	}
+	ev.writeHistory(context.Background(), hist)
+	return out
+}
+
+func (ev *Evaluator) toNotify(a *Alert) notify.Alert {
+	n := notify.Alert{Fingerprint: a.Fingerprint, Status: a.State, Labels: a.Labels, Annotations: a.Annotations,
+		StartsAt: a.ActiveAt}
+	if a.FiredAt != nil {
+		n.StartsAt = *a.FiredAt
+	}
+	if a.ResolvedAt != nil {
+		n.EndsAt = *a.ResolvedAt
+	}
+	if ev.o.ExternalURL != "" {
+		n.GeneratorURL = ev.o.ExternalURL + "/#/alerts/" + a.ID
+	}
+	return n
+}
+
+func (ev *Evaluator) send(out []notify.Alert) {
+	if len(out) > 0 && ev.o.Notifier != nil {
+		ev.o.Notifier.Send(out...)
+	}
+}
+
+func record(a *Alert) store.AlertRecord {
+	body, _ := json.Marshal(a)
+	return store.AlertRecord{ID: a.ID, Kind: store.KindAlert, Fingerprint: a.Fingerprint, Rule: a.Rule, State: a.State,
+		Started: a.ActiveAt, Updated: a.UpdatedAt, Body: body}
+}
+
+func (ev *Evaluator) writeHistory(ctx context.Context, hist []store.AlertRecord) {
+	if len(hist) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := ev.o.Store.WriteAlerts(ctx, hist); err != nil {
+		ev.c.historyErrors.Add(1)
+		ev.log.Warn("writing the alert history failed", "entries", len(hist), "err", err)
+	}
+}
+
+// newEdges records an event for each edge of the bucket never seen before.
+func (ev *Evaluator) newEdges(bucket time.Time, rows map[store.RollupKey]*store.Figures, res *resolver) []store.AlertRecord {
+	var hist []store.AlertRecord
+	for k := range rows {
+		e := [2]string{k.Source, k.Target}
+		if ev.edges[e] {
+			continue
+		}
+		if len(ev.edges) >= ev.o.MaxEdges {
+			ev.c.edgesDropped.Add(1)
+			continue
+		}
+		ev.edges[e] = true
+		if bucket.Sub(ev.started) < ev.o.NewEdgeGrace {
+			continue
+		}
+		s, client, server := describe(api.LevelEdge, seriesKey{source: k.Source, target: k.Target}, "", res)
+		id := fingerprint("new_edge", seriesKey{source: k.Source, target: k.Target})
+		evt := Event{ID: id + "-" + strconv.FormatInt(bucket.UnixMilli(), 10), Kind: EventNewEdge, Time: bucket, Series: s,
+			Client: client, Server: server, Summary: "new edge " + s.Name + ": never seen before"}
+		ev.events = append(ev.events, evt)
+		if len(ev.events) > historyLimit {
+			ev.events = slices.Delete(ev.events, 0, len(ev.events)-historyLimit)
+		}
+		ev.c.events.Add(1)
+		ev.log.Info("new edge", "edge", s.Name)
+		body, _ := json.Marshal(evt)
+		hist = append(hist, store.AlertRecord{ID: evt.ID, Kind: store.KindEvent, Fingerprint: id, State: EventNewEdge,
+			Started: bucket, Updated: bucket, Body: body})
+	}
+	return hist
+}
+
+// finite keeps NaN and infinities out of JSON, which cannot carry them.
+func finite(v float64) float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0
+	}
+	return v
+}

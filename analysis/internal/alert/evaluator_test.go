@@ -1,0 +1,420 @@
+package alert
+
+import (
+	"context"
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/quanyu/quanyu/analysis/internal/engine"
+	"github.com/quanyu/quanyu/analysis/internal/notify"
+	"github.com/quanyu/quanyu/analysis/internal/store"
+	"github.com/quanyu/quanyu/mix/api"
+	"github.com/quanyu/quanyu/sdk"
+)
+
+// fakeSource is the engine as the evaluator sees it, holding rows per bucket and level.
+type fakeSource struct {
+	mu    sync.Mutex
+	rows  map[int64]map[store.Level][]store.Rollup
+	socks []engine.Socket
+	conv  map[string]engine.Conversation
+	hook  func(string, *sdk.Event)
+}
+
+func newFakeSource() *fakeSource {
+	return &fakeSource{rows: map[int64]map[store.Level][]store.Rollup{}, conv: map[string]engine.Conversation{}}
+}
+
+func (f *fakeSource) add(bucket time.Time, l store.Level, k store.RollupKey, fg store.Figures) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	m := f.rows[bucket.UnixNano()]
+	if m == nil {
+		m = map[store.Level][]store.Rollup{}
+		f.rows[bucket.UnixNano()] = m
+	}
+	m[l] = append(m[l], store.Rollup{Bucket: bucket, Key: k, Figures: fg})
+}
+
+func (f *fakeSource) Bucket(_ context.Context, start time.Time, l store.Level, fn func(*store.RollupKey, *store.Figures)) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, r := range f.rows[start.UnixNano()][l] {
+		fn(&r.Key, &r.Figures)
+	}
+	return nil
+}
+
+func (f *fakeSource) EdgeSockets(context.Context, time.Time, time.Time, string, string, int) ([]engine.Socket, error) {
+	return f.socks, nil
+}
+
+func (f *fakeSource) Edges(_ context.Context, from, to time.Time, fn func(string, string)) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for b, m := range f.rows {
+		if b >= from.UnixNano() && b < to.UnixNano() {
+			for _, r := range m[store.LevelApp] {
+				fn(r.Key.Source, r.Key.Target)
+			}
+		}
+	}
+	return nil
+}
+
+func (f *fakeSource) Conversation(cid string) (engine.Conversation, error) {
+	c, ok := f.conv[cid]
+	if !ok {
+		return c, engine.ErrNotFound
+	}
+	return c, nil
+}
+
+func (f *fakeSource) SetEventHook(fn func(string, *sdk.Event)) { f.hook = fn }
+
+type sink struct {
+	mu     sync.Mutex
+	alerts []notify.Alert
+}
+
+func (s *sink) Send(a ...notify.Alert) {
+	s.mu.Lock()
+	s.alerts = append(s.alerts, a...)
+	s.mu.Unlock()
+}
+
+func (s *sink) take() []notify.Alert {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := s.alerts
+	s.alerts = nil
+	return out
+}
+
+type subscriber struct {
+	mu   sync.Mutex
+	subs []sdk.Subscription
+}
+
+func (s *subscriber) Subscribe(_ context.Context, sub sdk.Subscription) error {
+	s.mu.Lock()
+	s.subs = append(s.subs, sub)
+	s.mu.Unlock()
+	return nil
+}
+
+var t0 = time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+
+func catalog(t *testing.T) *api.Catalog {
+	t.Helper()
+	entries, err := api.ParseCatalog([]byte(`[
+	 {"app":"web","owner":{"name":"Web team","team":"front","contact":"web@example.com"},"match":[{"cidr":"10.9.0.10/32"}]},
+	 {"app":"api","owner":{"name":"API team","team":"back","contact":"api@example.com"},"match":[{"cidr":"10.9.0.20/32"}]}]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := api.NewCatalog(entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func rule(t *testing.T, doc string) api.Rule {
+	t.Helper()
+	r, err := api.ParseRule([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+type harness struct {
+	src   *fakeSource
+	ev    *Evaluator
+	sent  *sink
+	subs  *subscriber
+	st    store.Store
+	clock time.Time
+}
+
+func newHarness(t *testing.T, grace time.Duration) *harness {
+	t.Helper()
+	st, err := store.OpenSQLite(filepath.Join(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	h := &harness{src: newFakeSource(), sent: &sink{}, subs: &subscriber{}, st: st, clock: t0}
+	h.ev, err = New(context.Background(), Options{Source: h.src, Store: st, Notifier: h.sent, Evidence: h.subs,
+		NewEdgeGrace: grace, Now: func() time.Time { return h.clock }, ExternalURL: "http://ui.example"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.ev.SetCatalog(catalog(t))
+	return h
+}
+
+// eval evaluates the bucket at t0 + i×10 s, as Run would a few seconds after it ends.
+func (h *harness) eval(i int) {
+	b := t0.Add(time.Duration(i) * step)
+	h.clock = b.Add(step + 3*time.Second)
+	h.ev.Evaluate(context.Background(), b)
+}
+
+var webAPI = store.RollupKey{Source: "app:web", Target: "app:api", Transport: sdk.TransportTCP, Port: 8080}
+
+func TestThresholdLifecycle(t *testing.T) {
+	h := newHarness(t, time.Hour)
+	h.ev.SetRules([]api.Rule{rule(t, `{"id":"api-errors","kind":"threshold","metric":"error_ratio","level":"edge",
+		"selector":{"server_app":"api"},"op":">","value":0.2,"for":"30s","severity":"critical",
+		"labels":{"page":"yes"},"annotations":{"runbook":"https://runbooks.example/api"}}`)})
+	// GIVEN 3 healthy buckets, 5 with half the requests failing, then 3 healthy again
+	for i := 0; i < 11; i++ {
+		errs := uint64(0)
+		if i >= 3 && i < 8 {
+			errs = 10
+		}
+		h.src.add(t0.Add(time.Duration(i)*step), store.LevelApp, webAPI, store.Figures{Requests: 20, Errors: errs})
+	}
+	states := []string{}
+	for i := 0; i < 11; i++ {
+		h.eval(i)
+		act := h.ev.Active()
+		switch len(act) {
+		case 0:
+			states = append(states, "-")
+		case 1:
+			states = append(states, act[0].State)
+		default:
+			t.Fatalf("bucket %d: %d active alerts", i, len(act))
+		}
+	}
+	// THEN pending from the first bad bucket, firing once 30 s of buckets held, resolved after
+	want := []string{"-", "-", "-", "pending", "pending", "firing", "firing", "firing", "-", "-", "-"}
+	if !slices.Equal(states, want) {
+		t.Fatalf("states %v, want %v", states, want)
+	}
+	sent := h.sent.take()
+	if len(sent) != 2 || sent[0].Status != "firing" || sent[1].Status != "resolved" {
+		t.Fatalf("sent %+v", sent)
+	}
+	f := sent[0]
+	for k, v := range map[string]string{"alertname": "api-errors", "severity": "critical", "client": "web", "server": "api",
+		"client_owner": "Web team", "server_owner": "API team", "client_team": "front", "server_team": "back", "page": "yes"} {
+		if f.Labels[k] != v {
+			t.Errorf("label %s = %q, want %q", k, f.Labels[k], v)
+		}
+	}
+	if f.Annotations["client_contact"] != "web@example.com" || f.Annotations["server_contact"] != "api@example.com" ||
+		f.Annotations["runbook"] != "https://runbooks.example/api" || !strings.Contains(f.Annotations["summary"], "50.0% > 20.0%") {
+		t.Errorf("annotations %v", f.Annotations)
+	}
+	if !f.StartsAt.Equal(t0.Add(6*step)) || !sent[1].EndsAt.Equal(t0.Add(9*step)) || !strings.HasPrefix(f.GeneratorURL, "http://ui.example/#/alerts/") {
+		t.Errorf("startsAt %v endsAt %v url %q", f.StartsAt, sent[1].EndsAt, f.GeneratorURL)
+	}
+	// The history has the alert once, resolved, with both ends' owners.
+	hist, err := h.ev.History(context.Background(), "", time.Time{}, 10)
+	if err != nil || len(hist) != 1 {
+		t.Fatalf("history %+v, %v", hist, err)
+	}
+	a := hist[0]
+	if a.State != StateResolved || a.Client.Owner != "Web team" || a.Server.Contact != "api@example.com" ||
+		a.Value != 0 || *a.Threshold != 0.2 || a.FiredAt == nil || a.ResolvedAt == nil || a.Series.Name != "web → api" {
+		t.Errorf("history entry %+v", a)
+	}
+	got, ok, err := h.ev.Get(context.Background(), a.ID)
+	if err != nil || !ok || got.ID != a.ID {
+		t.Errorf("Get(%q) = %+v, %v, %v", a.ID, got, ok, err)
+	}
+	// No socket of the edge is known here (TestEvidence has them), so no subscription could be
+	// narrowed to it, and the alert says so rather than widening it.
+	if len(h.subs.subs) != 0 || a.Evidence == nil || a.Evidence.State != EvidenceFailed {
+		t.Errorf("evidence %+v, subscriptions %+v", a.Evidence, h.subs.subs)
+	}
+}
+
+func TestSelectorsAndLevels(t *testing.T) {
+	cases := []struct {
+		name string
+		rule string
+		want []string // series names that fire
+	}{
+		{"owner of either end", `"level":"edge","selector":{"owner":"front"}`, []string{"web → api"}},
+		{"owner of neither", `"level":"edge","selector":{"owner":"nobody"}`, nil},
+		{"cidr of the server app", `"level":"edge","selector":{"cidr":"10.9.0.0/24"}`, []string{"web → api"}},
+		{"other cidr", `"level":"edge","selector":{"cidr":"192.168.0.0/16"}`, nil},
+		{"port", `"level":"edge","selector":{"port":"8000-8999"}`, []string{"web → api"}},
+		{"other port", `"level":"edge","selector":{"port":"9999"}`, nil},
+		{"node", `"level":"node"`, []string{"10.1.1.2", "api"}},
+		{"method on the edge", `"level":"edge","selector":{"method":"POST"}`, []string{"web → api"}},
+		{"endpoint", `"level":"endpoint"`, []string{"api POST /orders"}},
+		{"address", `"level":"address","selector":{"transport":"TCP"}`, []string{"10.9.0.20"}},
+		{"port level", `"level":"port"`, []string{"TCP/8080"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			h := newHarness(t, time.Hour)
+			h.ev.SetRules([]api.Rule{rule(t, `{"id":"r","kind":"threshold","metric":"request_rate","op":">","value":0.5,"severity":"info",`+c.rule+`}`)})
+			b := t0
+			h.src.add(b, store.LevelApp, webAPI, store.Figures{Requests: 10})
+			h.src.add(b, store.LevelApp, store.RollupKey{Source: "ip:10.1.1.1", Target: "ip:10.1.1.2", Transport: sdk.TransportUDP, Port: 53}, store.Figures{Requests: 10})
+			h.src.add(b, store.LevelL7, store.RollupKey{Source: "app:web", Target: "app:api", Transport: sdk.TransportTCP, Port: 8080, Protocol: "HTTP", Method: "POST", Path: "/orders"}, store.Figures{Requests: 10})
+			h.src.add(b, store.LevelL4, store.RollupKey{Source: "10.9.0.10", Target: "10.9.0.20", Transport: sdk.TransportTCP, Port: 8080}, store.Figures{Requests: 10})
+			h.eval(0)
+			var got []string
+			for _, a := range h.ev.Active() {
+				got = append(got, a.Series.Name)
+			}
+			slices.Sort(got)
+			if !slices.Equal(got, c.want) {
+				t.Errorf("firing on %v, want %v", got, c.want)
+			}
+		})
+	}
+}
+
+func TestForecastDrop(t *testing.T) {
+	h := newHarness(t, time.Hour)
+	s := api.DefaultPredictionSettings()
+	s.Season, s.MinHistory = time.Minute, time.Minute
+	h.ev.SetSettings(s)
+	h.ev.SetRules([]api.Rule{rule(t, `{"id":"traffic","kind":"forecast","metric":"request_rate","level":"edge","severity":"warning","direction":"below"}`)})
+	// GIVEN 5 minutes of 9 to 11 requests a second, then nothing (the client stopped)
+	n := 0
+	for i := 0; i < 36; i++ {
+		h.src.add(t0.Add(time.Duration(i)*step), store.LevelApp, webAPI, store.Figures{Requests: uint64(90 + (i*7)%21)})
+	}
+	for i := 0; i < 40; i++ {
+		h.eval(i)
+		for _, a := range h.ev.Active() {
+			if a.State == StateFiring {
+				n = i
+			}
+		}
+		if n > 0 {
+			break
+		}
+	}
+	// THEN the forecast alert fires within a few buckets of the drop, naming its band
+	if n < 36 || n > 38 {
+		t.Fatalf("fired at bucket %d, want 36 to 38", n)
+	}
+	a := h.ev.Active()[0]
+	if a.Band == nil || a.Band.Lower <= 0 || a.Value != 0 || a.Kind != api.KindForecast {
+		t.Errorf("alert %+v band %+v", a, a.Band)
+	}
+	fc := h.ev.Forecasts("app:web", "app:api")
+	if len(fc) != 1 || len(fc[0].Points) == 0 || fc[0].StepMs != 10000 {
+		t.Fatalf("forecasts %+v", fc)
+	}
+	last := fc[0].Points[len(fc[0].Points)-1]
+	if last.Value != 0 || !last.Ready || last.Lower <= 0 {
+		t.Errorf("last forecast point %+v", last)
+	}
+}
+
+func TestNewEdgeEvents(t *testing.T) {
+	h := newHarness(t, 30*time.Second)
+	// An edge seen within the grace is known, not new; one seen after it is an event, once.
+	h.src.add(t0, store.LevelApp, webAPI, store.Figures{Flows: 1})
+	other := store.RollupKey{Source: "app:web", Target: "ip:10.9.0.99", Transport: sdk.TransportTCP, Port: 5432}
+	h.src.add(t0.Add(5*step), store.LevelApp, other, store.Figures{Flows: 1})
+	h.src.add(t0.Add(6*step), store.LevelApp, other, store.Figures{Flows: 1})
+	h.src.add(t0.Add(6*step), store.LevelApp, webAPI, store.Figures{Flows: 1})
+	for i := 0; i < 7; i++ {
+		h.eval(i)
+	}
+	evs, err := h.ev.Events(context.Background(), time.Time{}, 10)
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("events %+v, %v", evs, err)
+	}
+	e := evs[0]
+	if e.Kind != EventNewEdge || e.Series.Name != "web → 10.9.0.99" || !e.Time.Equal(t0.Add(5*step)) || e.Client.Owner != "Web team" {
+		t.Errorf("event %+v", e)
+	}
+	// A restart reads the known edges back: nothing is new again.
+	h2 := &harness{src: h.src, sent: &sink{}, st: h.st, clock: t0.Add(time.Hour)}
+	ev2, err := New(context.Background(), Options{Source: h.src, Store: h.st, NewEdgeGrace: -1, Now: func() time.Time { return h2.clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev2.Evaluate(context.Background(), t0.Add(6*step))
+	if c := ev2.Counters()["events"]; c != 0 {
+		t.Errorf("%d events after a restart", c)
+	}
+}
+
+func TestEvidence(t *testing.T) {
+	h := newHarness(t, time.Hour)
+	h.src.socks = []engine.Socket{{Client: netip.MustParseAddr("10.9.0.10"), Server: netip.MustParseAddr("10.9.0.20"), Transport: sdk.TransportTCP, Port: 8080}}
+	h.ev.SetRules([]api.Rule{rule(t, `{"id":"busy","kind":"threshold","metric":"request_rate","level":"edge","op":">","value":1,"severity":"info"}`)})
+	for i := 0; i < 4; i++ {
+		h.src.add(t0.Add(time.Duration(i)*step), store.LevelApp, webAPI, store.Figures{Requests: 100})
+	}
+	h.eval(0)
+	a := h.ev.Active()[0]
+	if a.State != StateFiring || a.Evidence == nil || a.Evidence.State != EvidenceRequested {
+		t.Fatalf("alert %+v", a)
+	}
+	// The subscription asked of mix is the edge's server socket with frames, expiring.
+	waitFor(t, func() bool { h.subs.mu.Lock(); defer h.subs.mu.Unlock(); return len(h.subs.subs) == 1 })
+	sub := h.subs.subs[0]
+	if sub.ID != a.Evidence.Subscription || !sub.Options.Frames || sub.Expires.IsZero() ||
+		!slices.Equal(sub.Spec.L3, []netip.Addr{netip.MustParseAddr("10.9.0.20")}) || !slices.Equal(sub.Spec.L4, []uint16{8080}) ||
+		!slices.Equal(sub.Spec.L4Class, []sdk.Transport{sdk.TransportTCP}) {
+		t.Fatalf("subscription %+v", sub)
+	}
+	if err := sub.Validate(); err != nil {
+		t.Errorf("the evidence subscription does not validate: %v", err)
+	}
+	// An event from before the alert fired is not evidence, nor one without frames; one after
+	// it with frames is.
+	frame := []byte{0x45, 0, 0, 40}
+	h.src.hook("agent-1", &sdk.Event{CommunityID: "1:old", Time: t0, Subscriptions: []string{sub.ID}, L3Frame: frame})
+	h.src.hook("agent-1", &sdk.Event{CommunityID: "1:noframe", Time: h.clock, Subscriptions: []string{sub.ID}})
+	h.src.hook("agent-1", &sdk.Event{CommunityID: "1:new", Time: h.clock, Subscriptions: []string{"other", sub.ID}, L3Frame: frame})
+	h.src.conv["1:new"] = engine.Conversation{CommunityID: "1:new", Items: []engine.TraceItem{{Kind: "event"}}}
+	h.eval(1)
+	a = h.ev.Active()[0]
+	if a.Evidence.State != EvidenceCaptured || a.Evidence.CommunityID != "1:new" || a.Evidence.Agent != "agent-1" ||
+		a.Evidence.Trace == nil || len(a.Evidence.Trace.Items) != 1 {
+		t.Fatalf("evidence %+v", a.Evidence)
+	}
+	// The history has it too.
+	got, _, _ := h.ev.Get(context.Background(), a.ID)
+	if got.Evidence == nil || got.Evidence.State != EvidenceCaptured {
+		t.Errorf("stored evidence %+v", got.Evidence)
+	}
+}
+
+func TestRuleRemovedResolves(t *testing.T) {
+	h := newHarness(t, time.Hour)
+	h.ev.SetRules([]api.Rule{rule(t, `{"id":"busy","kind":"threshold","metric":"request_rate","level":"edge","op":">","value":1,"severity":"info"}`)})
+	h.src.add(t0, store.LevelApp, webAPI, store.Figures{Requests: 100})
+	h.eval(0)
+	h.ev.SetRules(nil)
+	sent := h.sent.take()
+	if len(sent) != 2 || sent[1].Status != "resolved" || len(h.ev.Active()) != 0 {
+		t.Fatalf("sent %+v", sent)
+	}
+	if c := h.ev.Counters(); c["series"] != 0 || c["rules"] != 0 {
+		t.Errorf("counters %v", c)
+	}
+}
+
+func waitFor(t *testing.T, ok func() bool) {
+	t.Helper()
+	for i := 0; i < 200; i++ {
+		if ok() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("timed out")
+}
