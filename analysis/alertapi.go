@@ -19,17 +19,12 @@ func (s *Server) getAlerts(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusBadRequest, "state: "+strconv.Quote(state)+" is not firing or resolved")
 		return
 	}
-	since, err := duration(r, "since", 24*time.Hour)
+	since, limit, err := historyParams(r)
 	if err != nil {
 		fail(w, err)
 		return
 	}
-	limit, err := intParam(r, "limit", 200, 1, 1000)
-	if err != nil {
-		fail(w, err)
-		return
-	}
-	hist, err := s.ev.History(r.Context(), state, time.Now().Add(-since), limit)
+	hist, err := s.ev.History(r.Context(), state, since, limit)
 	if err != nil {
 		fail(w, err)
 		return
@@ -55,17 +50,12 @@ func (s *Server) getAlert(w http.ResponseWriter, r *http.Request) {
 // getEvents answers GET /api/v1/events: events such as new edges, newest first; since and limit
 // as for alerts.
 func (s *Server) getEvents(w http.ResponseWriter, r *http.Request) {
-	since, err := duration(r, "since", 24*time.Hour)
+	since, limit, err := historyParams(r)
 	if err != nil {
 		fail(w, err)
 		return
 	}
-	limit, err := intParam(r, "limit", 200, 1, 1000)
-	if err != nil {
-		fail(w, err)
-		return
-	}
-	evs, err := s.ev.Events(r.Context(), time.Now().Add(-since), limit)
+	evs, err := s.ev.Events(r.Context(), since, limit)
 	if err != nil {
 		fail(w, err)
 		return
@@ -83,4 +73,17 @@ func (s *Server) getForecasts(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, map[string]any{"forecasts": s.ev.Forecasts(r.URL.Query().Get("source"), target)})
+}
+
+// historyParams reads since (a duration back from now, default 24h) and limit (default 200, at
+// most 1000), the parameters of every history listing.
+func historyParams(r *http.Request) (since time.Time, limit int, err error) {
+	d, err := duration(r, "since", 24*time.Hour)
+	if err != nil {
+		return time.Time{}, 0, err
+	}
+	if limit, err = intParam(r, "limit", 200, 1, 1000); err != nil {
+		return time.Time{}, 0, err
+	}
+	return time.Now().Add(-d), limit, nil
 }

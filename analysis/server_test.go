@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -203,5 +204,40 @@ func TestServesUI(t *testing.T) {
 	}
 	if code, _, body := get("/api/v1/nothing"); code != http.StatusNotFound || !bytes.Contains([]byte(body), []byte("no API")) {
 		t.Errorf("GET /api/v1/nothing: %d %s", code, body)
+	}
+}
+
+// The alert API answers an empty history plainly, and names a bad parameter.
+func TestAlertAPIParameters(t *testing.T) {
+	srv := startServer(t)
+	_, _, api := srv.Addrs()
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + api + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(raw)
+	}
+	for _, c := range []struct {
+		path string
+		code int
+		body string
+	}{
+		{"/api/v1/alerts", 200, `{"active":[],"history":[]}`},
+		{"/api/v1/events?since=1h&limit=5", 200, `{"events":[]}`},
+		{"/api/v1/forecasts?target=app:api", 200, `{"forecasts":[]}`},
+		{"/api/v1/alerts?state=burning", 400, `state: \"burning\" is not firing or resolved`},
+		{"/api/v1/alerts?since=-1h", 400, "since"},
+		{"/api/v1/events?limit=0", 400, "limit"},
+		{"/api/v1/forecasts", 400, "target: required"},
+		{"/api/v1/alerts/nope-1", 404, `no alert \"nope-1\"`},
+		{"/favicon.ico", 204, ""},
+	} {
+		code, body := get(c.path)
+		if code != c.code || !strings.Contains(body, c.body) {
+			t.Errorf("GET %s: %d %s; want %d with %q", c.path, code, body, c.code, c.body)
+		}
 	}
 }

@@ -295,7 +295,12 @@ func (u *upRun) banner(ctx context.Context, ui string) {
 		fmt.Fprintf(w, "  lab       %s\n", u.lab.summary)
 	}
 	fmt.Fprintf(w, "  data      %s (log: quanyu.log there)\n\n", u.o.stateDir)
-	fmt.Fprintf(w, "Try: quanyu agents; quanyu catalog list; quanyu rule apply -f examples/rules.json\n")
+	// The commands as this binary was run (bin/quanyu from make demo), so they can be pasted.
+	self := "quanyu"
+	if strings.Contains(os.Args[0], "/") {
+		self = os.Args[0]
+	}
+	fmt.Fprintf(w, "Try: %[1]s agents; %[1]s catalog list; %[1]s rule apply -f examples/rules.json\n", self)
 	fmt.Fprintf(w, "Stop: Ctrl-C\n")
 }
 
