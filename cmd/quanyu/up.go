@@ -17,6 +17,7 @@ import (
 	"github.com/quanyu/quanyu/analysis"
 	"github.com/quanyu/quanyu/core"
 	"github.com/quanyu/quanyu/internal/confload"
+	"github.com/quanyu/quanyu/internal/doctor"
 	"github.com/quanyu/quanyu/internal/gctune"
 	"github.com/quanyu/quanyu/mix"
 	"github.com/quanyu/quanyu/mix/mixpb"
@@ -76,6 +77,13 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("%s %s: quanyu up listens on this host only (it runs without tokens); use 127.0.0.1", name, addr)
 		}
 	}
+	// Before anything is made: can this host capture at all?
+	if err := (&upRun{o: o}).preflight(); err != nil {
+		return err
+	}
+	if o.lab && os.Geteuid() != 0 {
+		return errors.New("the lab makes network namespaces, which needs root: run it as root (sudo)")
+	}
 	if o.stateDir == "" {
 		dir, err := confload.StateDir("up")
 		if err != nil {
@@ -100,11 +108,10 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	u := &upRun{o: o, log: log, out: stdout}
-	err = u.run(ctx)
-	if err != nil {
-		fmt.Fprintf(stderr, "quanyu up: %v\n(the log is %s)\n", err, logPath)
+	if err := u.run(ctx); err != nil {
+		return fmt.Errorf("%w\n(the log is %s)", err, logPath)
 	}
-	return err
+	return nil
 }
 
 type upRun struct {
@@ -116,6 +123,42 @@ type upRun struct {
 	an    *analysis.Server
 	agent *core.Agent
 	lab   *upLab
+}
+
+// preflight refuses to start when no capture backend can run here (no root, no capabilities):
+// the agent would otherwise retry forever while the UI stays empty. quanyu doctor's checks
+// decide, and their fixes are the error.
+func (u *upRun) preflight() error {
+	flags := map[string]any{"capture.backend": u.o.capture}
+	if u.o.capture == "ebpf" {
+		flags["capture.fallback"] = "mmap"
+	}
+	if u.o.pluginDir != "" {
+		flags["plugin_dir"] = u.o.pluginDir
+	}
+	cfg, err := core.Load(core.LoadOptions{Flags: flags})
+	if err != nil {
+		return fmt.Errorf("configuring the agent: %w", err)
+	}
+	opts, err := doctorOptions(cfg)
+	if err != nil {
+		return err
+	}
+	opts.Ports, opts.Tools, opts.StateDirs = nil, nil, nil // up chooses its own; not the question here
+	report := doctor.Run(doctor.System(), opts)
+	if report.OK {
+		return nil
+	}
+	var b strings.Builder
+	b.WriteString("no capture backend can run on this host, so the agent would see nothing:")
+	for _, c := range report.Checks {
+		if c.Status == doctor.Fail {
+			fmt.Fprintf(&b, "\n  %s: %s", c.Name, c.Found)
+		}
+	}
+	fmt.Fprintf(&b, "\nRun it as root (sudo), or grant the capture plugins %s; `quanyu doctor` says more.",
+		strings.Join(doctor.AgentCapabilities(), ", "))
+	return errors.New(b.String())
 }
 
 func (u *upRun) run(ctx context.Context) error {

@@ -176,3 +176,32 @@ func processesOf(dir, prefix string) []string {
 	}
 	return out
 }
+
+// Without root or the capture capabilities, quanyu up says what is missing and how to fix it,
+// and exits, rather than running an agent that sees nothing.
+func TestUpRefusesWithoutCapabilities(t *testing.T) {
+	testnet.RequireRoot(t)
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Fatalf("setpriv (util-linux) withholds the capabilities: %v", err)
+	}
+	// The state directory is never made: the check comes first.
+	dir := filepath.Join(t.TempDir(), "state")
+	q := quanyu(t)
+	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+		"--inh-caps=-all", "--bounding-set=-all", q.Path, "up", "--state-dir", dir, "--ui", freePort(t),
+		"--mix-listen", freePort(t), "--mix-http", freePort(t), "--otlp-grpc", freePort(t), "--otlp-http", freePort(t))
+	cmd.Env = q.Env
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("quanyu up ran without any capability:\n%s", out)
+	}
+	for _, want := range []string{"no capture backend can run", "CAP_BPF: missing", "CAP_NET_RAW: missing",
+		"Run it as root (sudo), or grant the capture plugins CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_NET_RAW"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("quanyu up did not say %q:\n%s", want, out)
+		}
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("the state directory was made (%v)", err)
+	}
+}

@@ -2,11 +2,20 @@
 // Updates are applied in place (positions kept); only a change of level or filters, or the first
 // data, lays the graph out again. Large graphs get a cheap layout and a lighter style so that the
 // first render of 500 nodes / 2,000 edges stays well under 3 s.
+//
+// Small graphs are laid out in columns by call direction (see layeredPositions), computed here and
+// applied as a 'preset' layout, and nodes that arrive later are put in the nearest free place
+// (placeNewcomers). Both are deterministic and measure each node with its label, so the same graph
+// always looks the same and no two nodes overlap.
 import cytoscape from 'cytoscape';
 import { h, api, qs, reportError, clearError, fmtNum, fmtBytes, fmtMs, poller } from './util.js';
 import { openEdge, openNode, closeDetails, refreshDetails, detailsPanel } from './details.js';
 
 const LARGE = 150; // nodes above which layout and style turn cheap
+const LAYERED = 40; // nodes up to which the map is laid out in columns (see layeredPositions)
+const GAP_X = 90; // model px between the boxes (labels included) of neighbouring columns: room to see and click an edge
+const GAP_Y = 24; // model px between boxes stacked in a column
+const FIT_ZOOM = 1.5; // a small graph is centred at most this large rather than zoomed to fill the canvas
 
 let state = null; // the map view survives route changes so the graph and positions stay
 
@@ -167,6 +176,7 @@ function apply(s, g) {
     } else edgeMap.set(k, { ...e });
   }
   let layout = false;
+  let placed = cy.collection();
   cy.batch(() => {
     for (const [id] of s.nodes) if (!nodeIds.has(id)) { cy.getElementById(id).remove(); s.nodes.delete(id); }
     for (const [k] of s.edges) if (!edgeMap.has(k)) { cy.getElementById(k).remove(); s.edges.delete(k); const tr = s.rows.get(k); if (tr) tr.remove(); s.rows.delete(k); }
@@ -176,8 +186,10 @@ function apply(s, g) {
       if (el.nonempty()) { if (el.data('label') !== data.label) el.data(data); } else newNodes.push(data);
       s.nodes.set(n.id, n);
     }
-    // Place newcomers next to a neighbour already on the map so existing positions stay.
-    const added = cy.add(newNodes.map((d) => ({ group: 'nodes', data: d, position: s.needLayout ? { x: 0, y: 0 } : placeNear(s, d.id, edgeMap) })));
+    // Newcomers start at the origin: the layout, or placeNewcomers once their labels are measured,
+    // moves them.
+    const added = cy.add(newNodes.map((d) => ({ group: 'nodes', data: d, position: { x: 0, y: 0 } })));
+    placed = added;
     const newEdges = [];
     for (const [k, e] of edgeMap) {
       const hist = s.history.get(k) || [];
@@ -192,34 +204,194 @@ function apply(s, g) {
     cy.add(newEdges);
     layout = s.needLayout && added.nonempty();
   });
-  // With nothing to show yet, the first data to arrive is laid out from scratch.
+  // With nothing to show yet, the first data to arrive is laid out from scratch; later newcomers
+  // are fitted around the nodes already there, which keep their places.
   if (layout) runLayout(cy, large);
+  else if (placed.nonempty()) placeNewcomers(cy, placed, edgeMap);
   if (nodes.length) s.needLayout = false;
   s.empty.hidden = nodes.length > 0;
   renderEdgeList(s);
 }
 
-function placeNear(s, id, edgeMap) {
-  const cy = s.cy;
-  for (const e of edgeMap.values()) {
-    const other = e.source === id ? e.target : e.target === id ? e.source : null;
-    if (!other) continue;
-    const o = cy.getElementById(other);
-    if (o.nonempty()) { const p = o.position(); return { x: p.x + 60 * (Math.random() - 0.5) + 30, y: p.y + 60 * (Math.random() - 0.5) + 30 }; }
-  }
-  const bb = cy.elements().boundingBox();
-  if (!isFinite(bb.x2)) return { x: 0, y: 0 };
-  return { x: bb.x2 + 40, y: bb.y1 + Math.random() * Math.max(bb.h, 100) };
-}
-
 function runLayout(cy, large) {
   const n = cy.nodes().length;
+  if (!large && n <= LAYERED) {
+    cy.layout({ name: 'preset', positions: layeredPositions(cy), fit: false, animate: false }).run();
+    fitCapped(cy);
+    return;
+  }
   const opts = large
     ? { name: 'concentric', animate: false, fit: true, padding: 20, minNodeSpacing: 6, concentric: (nd) => nd.degree(), levelWidth: () => 3 }
-    : n > 40
-      ? { name: 'cose', animate: false, fit: true, padding: 30, numIter: 400, randomize: true, nodeRepulsion: () => 8000, idealEdgeLength: () => 70 }
-      : { name: 'cose', animate: false, fit: true, padding: 40, numIter: 1000, randomize: true, nodeRepulsion: () => 12000, idealEdgeLength: () => 90 };
+    : { name: 'cose', animate: false, fit: true, padding: 30, numIter: 400, randomize: true, nodeRepulsion: () => 8000, idealEdgeLength: () => 70 };
   cy.layout(opts).run();
+}
+
+// fitCapped shows the whole graph without blowing a handful of nodes up to the canvas's size.
+function fitCapped(cy) {
+  cy.fit(undefined, 40);
+  if (cy.zoom() > FIT_ZOOM) { cy.zoom(FIT_ZOOM); cy.center(); }
+}
+
+const byId = (a, b) => (a < b ? -1 : a > b ? 1 : 0);
+
+// nodeBox is a node's extent with its label, relative to its position: the label hangs below the
+// node and can be wider than it, so spacing by the node alone would let labels overlap.
+function nodeBox(node) {
+  const bb = node.boundingBox({ includeLabels: true, includeOverlays: false });
+  const p = node.position();
+  return { w: bb.w, h: bb.h, top: p.y - bb.y1 };
+}
+
+// layeredPositions lays a graph out left to right by call direction: callers in the left column,
+// the services they call to the right of them, in the manner of Sugiyama's layered drawing.
+// cose, used here before, pulled every edge towards its ideal length with a force that attracts
+// even when the edge is already shorter, and pushed overlapping nodes apart only weakly: from
+// random starting points, nodes that came close stuck together, more often the more edges
+// joined them. The layered drawing cannot overlap (each node gets its own slot, sized with its
+// label), depends only on the graph (ids are sorted first, whatever the order of the answer), and
+// reads the way a service map is read: who calls whom.
+//
+//  1. Cycles (db → api beside api → db) are broken by a depth-first search from the nodes that
+//     only call, then the rest, by id; an edge back to a node on the search's path is turned
+//     round for the layout only. Every edge then joins two different columns, so none is drawn
+//     along a column through the nodes in it.
+//  2. A node's column is its longest path from a caller-only node; a caller-only node then moves
+//     right to just before the nearest service it calls, which shortens its edges.
+//  3. An edge that spans several columns holds an empty slot in each column it crosses, so the
+//     line tends to pass between nodes rather than through one.
+//  4. A few sweeps order each column by the mean place of its neighbours in the column before
+//     (or after), which uncrosses edges; ties keep the earlier order, so the result is stable.
+//  5. Columns are as wide as their widest label plus GAP_X; rows as tall as the tallest label
+//     plus GAP_Y; each column is centred on y = 0.
+function layeredPositions(cy) {
+  const ids = cy.nodes().map((n) => n.id()).sort(byId);
+  const out = new Map(ids.map((id) => [id, new Set()]));
+  cy.edges().forEach((e) => {
+    const a = e.source().id(), b = e.target().id();
+    if (a !== b) out.get(a).add(b); // a call to itself has no direction to show
+  });
+  for (const [id, ts] of out) out.set(id, [...ts].sort(byId));
+  const calledBy = new Map(ids.map((id) => [id, 0]));
+  for (const ts of out.values()) for (const t of ts) calledBy.set(t, calledBy.get(t) + 1);
+
+  // 1. Break cycles.
+  const dag = new Map(ids.map((id) => [id, new Set()]));
+  const seen = new Map(); // 1: on the search's path; 2: done
+  const visit = (u) => {
+    seen.set(u, 1);
+    for (const v of out.get(u)) {
+      if (seen.get(v) === 1) dag.get(v).add(u);
+      else { dag.get(u).add(v); if (!seen.has(v)) visit(v); }
+    }
+    seen.set(u, 2);
+  };
+  for (const id of [...ids.filter((id) => calledBy.get(id) === 0), ...ids]) if (!seen.has(id)) visit(id);
+
+  // 2. Columns.
+  const col = new Map(ids.map((id) => [id, 0]));
+  const waiting = new Map(ids.map((id) => [id, 0]));
+  for (const ts of dag.values()) for (const t of ts) waiting.set(t, waiting.get(t) + 1);
+  const order = ids.filter((id) => waiting.get(id) === 0);
+  for (let i = 0; i < order.length; i++) {
+    const u = order[i];
+    for (const v of dag.get(u)) {
+      col.set(v, Math.max(col.get(v), col.get(u) + 1));
+      waiting.set(v, waiting.get(v) - 1);
+      if (waiting.get(v) === 0) order.push(v);
+    }
+  }
+  for (const id of ids) {
+    if (order.includes(id) && dag.get(id).size && ![...dag.values()].some((ts) => ts.has(id))) {
+      col.set(id, Math.min(...[...dag.get(id)].map((t) => col.get(t))) - 1);
+    }
+  }
+
+  // 3. Slots, with empty ones along long edges.
+  const columns = [];
+  const item = new Map();
+  const put = (c, it) => { (columns[c] ||= []).push(it); return it; };
+  for (const id of ids) item.set(id, put(col.get(id), { id, up: [], down: [] }));
+  for (const u of ids) {
+    for (const v of dag.get(u)) {
+      let prev = item.get(u);
+      for (let c = col.get(u) + 1; c <= col.get(v); c++) {
+        const next = c === col.get(v) ? item.get(v) : put(c, { id: null, up: [], down: [] });
+        prev.down.push(next); next.up.push(prev);
+        prev = next;
+      }
+    }
+  }
+
+  // 4. Order within columns.
+  const place = (c) => { const xs = columns[c] || []; xs.forEach((it, i) => { it.at = i - (xs.length - 1) / 2; }); };
+  columns.forEach((_, c) => place(c));
+  const sweep = (c, side) => {
+    const xs = columns[c];
+    if (!xs) return;
+    const key = new Map(xs.map((it) => [it, it[side].length ? it[side].reduce((sum, o) => sum + o.at, 0) / it[side].length : it.at]));
+    xs.sort((a, b) => key.get(a) - key.get(b) || a.at - b.at);
+    place(c);
+  };
+  for (let round = 0; round < 4; round++) {
+    for (let c = 1; c < columns.length; c++) sweep(c, 'up');
+    for (let c = columns.length - 2; c >= 0; c--) sweep(c, 'down');
+  }
+
+  // 5. Coordinates.
+  const box = new Map(ids.map((id) => [id, nodeBox(cy.getElementById(id))]));
+  const rowH = Math.max(...[...box.values()].map((b) => b.h)) + GAP_Y;
+  const colW = columns.map((xs) => Math.max(18, ...(xs || []).filter((it) => it.id).map((it) => box.get(it.id).w)));
+  const pos = {};
+  let x = 0;
+  columns.forEach((xs, c) => {
+    if (c > 0) x += colW[c - 1] / 2 + GAP_X + colW[c] / 2;
+    for (const it of xs || []) if (it.id) pos[it.id] = { x, y: it.at * rowH };
+  });
+  return (node) => pos[node.id()];
+}
+
+// placeNewcomers puts nodes that arrive after the layout beside a neighbour already on the map (a
+// service to the right of its caller, a caller to the left of its service; the first neighbour by
+// id) or, with none, to the right of everything, then moves each down or up a row at a time until
+// its box, label included, clears every other node's. Nothing already on the map moves, and the
+// same map and newcomers give the same places.
+function placeNewcomers(cy, added, edgeMap) {
+  const boxes = cy.nodes().not(added).map((n) => n.boundingBox({ includeLabels: true, includeOverlays: false }));
+  const clear = (b) => boxes.every((o) => b.x2 + GAP_Y <= o.x1 || o.x2 + GAP_Y <= b.x1 || b.y2 + GAP_Y <= o.y1 || o.y2 + GAP_Y <= b.y1);
+  const neighbours = new Map();
+  for (const e of edgeMap.values()) {
+    if (e.source === e.target) continue;
+    (neighbours.get(e.target) || neighbours.set(e.target, []).get(e.target)).push({ id: e.source, side: 1 });
+    (neighbours.get(e.source) || neighbours.set(e.source, []).get(e.source)).push({ id: e.target, side: -1 });
+  }
+  const newIds = new Set(added.map((n) => n.id()));
+  const sorted = added.toArray().sort((a, b) => byId(a.id(), b.id()));
+  for (const node of sorted) {
+    const own = nodeBox(node);
+    const near = (neighbours.get(node.id()) || [])
+      .filter((nb) => !newIds.has(nb.id) || cy.getElementById(nb.id).scratch('_quanyuPlaced'))
+      .sort((a, b) => byId(a.id, b.id) || a.side - b.side)[0];
+    let x, y;
+    if (near) {
+      const o = cy.getElementById(near.id);
+      const ob = o.boundingBox({ includeLabels: true, includeOverlays: false });
+      x = o.position('x') + near.side * (ob.w / 2 + GAP_X + own.w / 2);
+      y = o.position('y');
+    } else {
+      const all = cy.nodes().not(added).union(cy.nodes().filter((n) => n.scratch('_quanyuPlaced'))).boundingBox({ includeLabels: true, includeOverlays: false });
+      x = isFinite(all.x2) ? all.x2 + GAP_X + own.w / 2 : 0;
+      y = isFinite(all.y1) ? all.y1 + own.top : 0;
+    }
+    const step = own.h + GAP_Y;
+    for (let k = 0; k < 1000; k++) { // 0, +1, -1, +2, -2 … rows away; a free one is always within reach
+      const yk = y + (k % 2 ? 1 : -1) * Math.ceil(k / 2) * step;
+      const b = { x1: x - own.w / 2, x2: x + own.w / 2, y1: yk - own.top, y2: yk - own.top + own.h };
+      if (clear(b)) { y = yk; boxes.push(b); break; }
+    }
+    node.position({ x, y });
+    node.scratch('_quanyuPlaced', true);
+  }
+  added.removeScratch('_quanyuPlaced');
 }
 
 function applyEdgeStyle(s) {
