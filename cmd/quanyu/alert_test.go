@@ -319,6 +319,20 @@ plugins:
 		raw, _ := json.MarshalIndent(e, "", "  ")
 		t.Errorf("the trace has no event with frames from the evidence subscription after the alert fired (%v):\n%s", ev.FiredAt, raw)
 	}
+	// It went to the agents that reported the edge: this host's.
+	host, _ := os.Hostname()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+m.http+"/api/v1/subscriptions/"+e.Subscription, nil)
+	req.Header.Set("Authorization", "Bearer "+viewToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"hosts":["`+host+`"]`) ||
+		!strings.Contains(string(body), `"frames":true`) {
+		t.Errorf("the evidence subscription in mix: %s %s; want frames, for host %q", resp.Status, body, host)
+	}
 	// The evidence subscription reached the agent, and is withdrawn by itself when it expires.
 	agent.waitLog(t, 1, 20*time.Second, "subscriptions applied", e.Subscription)
 	waitUntil(t, time.Until(e.Expires)+20*time.Second, "the evidence subscription to expire", func() bool {

@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"maps"
 	"math"
+	"net/netip"
 	"slices"
 	"strconv"
 	"sync"
@@ -37,6 +38,7 @@ type Source interface {
 	Bucket(ctx context.Context, start time.Time, level store.Level, fn func(k *store.RollupKey, f *store.Figures)) error
 	EdgeSockets(ctx context.Context, from, to time.Time, source, target string, limit int) ([]engine.Socket, error)
 	Edges(ctx context.Context, from, to time.Time, fn func(source, target string)) error
+	EdgeHosts(ctx context.Context, server netip.Addr, port uint16, since time.Time) ([]string, error)
 	Conversation(communityID string) (engine.Conversation, error)
 	SetEventHook(fn func(agent string, ev *sdk.Event))
 }

@@ -22,6 +22,7 @@ type fakeSource struct {
 	mu    sync.Mutex
 	rows  map[int64]map[store.Level][]store.Rollup
 	socks []engine.Socket
+	hosts []string
 	conv  map[string]engine.Conversation
 	hook  func(string, *sdk.Event)
 }
@@ -52,6 +53,10 @@ func (f *fakeSource) Bucket(_ context.Context, start time.Time, l store.Level, f
 
 func (f *fakeSource) EdgeSockets(context.Context, time.Time, time.Time, string, string, int) ([]engine.Socket, error) {
 	return f.socks, nil
+}
+
+func (f *fakeSource) EdgeHosts(context.Context, netip.Addr, uint16, time.Time) ([]string, error) {
+	return f.hosts, nil
 }
 
 func (f *fakeSource) Edges(_ context.Context, from, to time.Time, fn func(string, string)) error {
@@ -353,6 +358,7 @@ func TestNewEdgeEvents(t *testing.T) {
 func TestEvidence(t *testing.T) {
 	h := newHarness(t, time.Hour)
 	h.src.socks = []engine.Socket{{Client: netip.MustParseAddr("10.9.0.10"), Server: netip.MustParseAddr("10.9.0.20"), Transport: sdk.TransportTCP, Port: 8080}}
+	h.src.hosts = []string{"node-7"}
 	h.ev.SetRules([]api.Rule{rule(t, `{"id":"busy","kind":"threshold","metric":"request_rate","level":"edge","op":">","value":1,"severity":"info"}`)})
 	for i := 0; i < 4; i++ {
 		h.src.add(t0.Add(time.Duration(i)*step), store.LevelApp, webAPI, store.Figures{Requests: 100})
@@ -362,12 +368,13 @@ func TestEvidence(t *testing.T) {
 	if a.State != StateFiring || a.Evidence == nil || a.Evidence.State != EvidenceRequested {
 		t.Fatalf("alert %+v", a)
 	}
-	// The subscription asked of mix is the edge's server socket with frames, expiring.
+	// The subscription asked of mix is the edge's server socket with frames, expiring, for the
+	// agents that reported the edge.
 	waitFor(t, func() bool { h.subs.mu.Lock(); defer h.subs.mu.Unlock(); return len(h.subs.subs) == 1 })
 	sub := h.subs.subs[0]
 	if sub.ID != a.Evidence.Subscription || !sub.Options.Frames || sub.Expires.IsZero() ||
 		!slices.Equal(sub.Spec.L3, []netip.Addr{netip.MustParseAddr("10.9.0.20")}) || !slices.Equal(sub.Spec.L4, []uint16{8080}) ||
-		!slices.Equal(sub.Spec.L4Class, []sdk.Transport{sdk.TransportTCP}) {
+		!slices.Equal(sub.Spec.L4Class, []sdk.Transport{sdk.TransportTCP}) || !slices.Equal(sub.Selector.Hosts, []string{"node-7"}) {
 		t.Fatalf("subscription %+v", sub)
 	}
 	if err := sub.Validate(); err != nil {

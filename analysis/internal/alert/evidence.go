@@ -13,7 +13,8 @@ import (
 
 // Evidence: when an alert fires, mix is asked for a subscription as narrow as the series allows
 // (the server addresses and ports seen on it in the last minute, frames on, expiring by itself
-// after EvidenceFor), pushed to every agent — only the agents that see that traffic match it.
+// after EvidenceFor), pushed to the agents whose hosts reported that traffic in the last minutes
+// (to every agent when none did yet: only those that see the traffic match it).
 // The first flow event that names the subscription gives a conversation; its flow trace is read
 // a few seconds later, once its records are in the store, and attached to the alert.
 
@@ -73,11 +74,37 @@ func (ev *Evaluator) requestEvidence(rs *ruleState, ss *seriesState, a *Alert, b
 		ev.c.evidenceFailed.Add(1)
 		return
 	}
+	// Only the agents that reported the series' traffic get the subscription; when none is known
+	// yet (flows are reported when they end), every agent does, and only those that see the
+	// traffic match it.
+	var hosts []string
+	for _, srv := range servers {
+		port := uint16(0)
+		if len(ports) == 1 {
+			port = ports[0]
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		hs, err := ev.o.Source.EdgeHosts(ctx, srv, port, bucket.Add(-10*time.Minute))
+		cancel()
+		if err != nil {
+			ev.log.Warn("finding the agents that see an alert's edge failed", "alert", a.ID, "err", err)
+			hosts = nil
+			break
+		}
+		for _, h := range hs {
+			if !slices.Contains(hosts, h) {
+				hosts = append(hosts, h)
+			}
+		}
+	}
+	if len(servers) == 0 {
+		hosts = nil
+	}
 	fired := *a.FiredAt
 	id := "evidence-" + a.Fingerprint[:8] + "-" + fired.UTC().Format("20060102t150405")
 	expires := ev.o.Now().Add(ev.o.EvidenceFor).Truncate(time.Second)
 	sub := sdk.Subscription{ID: id, Name: "evidence for alert " + a.Rule + " on " + a.Series.Name, Owner: "analysis",
-		Expires: expires, Options: sdk.Options{Frames: true},
+		Expires: expires, Options: sdk.Options{Frames: true}, Selector: sdk.Selector{Hosts: hosts},
 		Spec: sdk.Spec{L3: servers, L4: ports, L4Class: transports}}
 	a.Evidence = &Evidence{Subscription: id, Expires: expires, State: EvidenceRequested}
 	ev.c.evidenceRequested.Add(1)

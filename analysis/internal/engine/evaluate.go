@@ -2,7 +2,9 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/quanyu/quanyu/analysis/internal/store"
@@ -90,4 +92,25 @@ func (e *Engine) Edges(ctx context.Context, from, to time.Time, fn func(source, 
 	ri := e.resolutionFor(to.Sub(from))
 	return e.gather(ctx, ri, levelIndex(store.LevelApp), floor(from.UnixNano(), e.res[ri].width), to.UnixNano(), "", "",
 		func(_ int64, k *store.RollupKey, _ *store.Figures) { fn(k.Source, k.Target) }, nil)
+}
+
+// EdgeHosts gives the hosts whose agents reported flows to a server address (and port, 0 for
+// any) that ended at or after since: the agents that see that traffic. It reads the stored flow
+// records, after writing those still on their way.
+func (e *Engine) EdgeHosts(ctx context.Context, server netip.Addr, port uint16, since time.Time) ([]string, error) {
+	if e.closed.Load() {
+		return nil, ErrClosed
+	}
+	e.writeRecords(ctx)
+	recs, err := e.st.QueryFlows(ctx, store.FlowFilter{From: since, Addr: server, Port: port, Limit: 1000})
+	if err != nil {
+		return nil, fmt.Errorf("finding the hosts that see %s: %w", server, err)
+	}
+	var hosts []string
+	for _, r := range recs {
+		if r.Host != "" && !slices.Contains(hosts, r.Host) {
+			hosts = append(hosts, r.Host)
+		}
+	}
+	return hosts, nil
 }

@@ -102,7 +102,10 @@ type Params struct {
 	// but the last few minutes of each day. 1-(1-Gamma)^(1/perSlot) weighs a season's worth of
 	// observations of a slot as Gamma weighs one.
 	gammaObs float64
-	ewma     bool
+	// startScale turns the median absolute difference of successive values into the deviation
+	// of the model's forecast error (see Model.dev).
+	startScale float64
+	ewma       bool
 }
 
 // NewParams makes the parameters of one rule from the prediction settings (as api validates
@@ -144,8 +147,9 @@ func NewParams(s api.PredictionSettings, step time.Duration, band float64, minDe
 		Alpha: s.Alpha, Beta: s.Beta, Gamma: s.Gamma,
 		Band: band, MinHistory: max(s.MinHistory, 0), Method: s.Method, MinDev: max(minDev, 0),
 		stepNS: int64(step), seasonNS: int64(season), minHistoryNS: int64(max(s.MinHistory, 0)),
-		gammaObs: 1 - math.Pow(1-s.Gamma, 1/perSlot),
-		ewma:     s.Method == api.MethodEWMA,
+		gammaObs:   1 - math.Pow(1-s.Gamma, 1/perSlot),
+		startScale: madScale / math.Sqrt(2-s.Alpha),
+		ewma:       s.Method == api.MethodEWMA,
 	}
 }
 
@@ -182,29 +186,32 @@ type Point struct {
 // Phases of a model.
 const (
 	phaseEmpty uint8 = iota // no value yet
-	phaseEWMA               // the level alone; for Holt-Winters, until a season is complete
+	phaseEWMA               // the level alone; for Holt-Winters, until the first season starts
+	phaseFirst              // Holt-Winters: the level alone while the first season is recorded
 	phaseHW                 // Holt-Winters
 )
 
-// Model forecasts one series: 208 bytes, and 4 bytes a seasonal slot (1,360 bytes for 288).
+// Model forecasts one series: 216 bytes, and 4 bytes a seasonal slot (1,368 bytes for 288).
 type Model struct {
 	p *Params
-	// slots are the seasonal indices. During the EWMA phase of a Holt-Winters model they hold
+	// slots are the seasonal indices. During the first season of a Holt-Winters model they hold
 	// the mean of the values learned in each slot so far (NaN: none); nil for method ewma.
-	slots []float32
-	level float64
-	last  int64 // Unix ns of the last observation or skip; a time not after it is ignored
-	first int64 // Unix ns of the first value
-	trend float32
-	msq   float32           // mean, then EWMA, of the squared residuals, clipped to the band
-	ring  [ringSize]float32 // the first residuals, clipped to the band
-	n     uint16            // EWMA phase: values learned in the current slot
-	sus   uint16            // observations in the suspect run (see Observe)
-	run   uint16            // observations out of the band in the suspect run
-	side  int8              // side of the suspect run
-	phase uint8
-	k     uint8 // residuals learned, at most 255
-	ready bool  // the last observation was Ready
+	slots  []float32
+	level  float64
+	last   int64 // Unix ns of the last observation or skip; a time not after it is ignored
+	first  int64 // Unix ns of the first value
+	season int64 // Unix ns of the first value of the first season
+	trend  float32
+	msq    float32           // mean, then EWMA, of the squared residuals, clipped to the band
+	ring   [ringSize]float32 // the first differences (see Model.dev)
+	prev   float32           // the last value learned, less its seasonal index
+	n      uint16            // first season: values learned in the current slot
+	sus    uint16            // observations in the suspect run (see Observe)
+	run    uint16            // observations out of the band in the suspect run
+	side   int8              // side of the suspect run
+	phase  uint8
+	k      uint8 // residuals learned, at most 255
+	ready  bool  // the last observation was Ready
 }
 
 // NewModel starts a model at start, the time of the first bucket it may be given; earlier times
@@ -277,10 +284,7 @@ func (m *Model) Observe(t time.Time, v float64) Point {
 	}
 	p := m.p
 	if m.phase == phaseEmpty {
-		m.phase, m.level, m.first, m.last = phaseEWMA, v, tn, tn
-		if m.slots != nil {
-			m.slots[p.slot(tn)], m.n = float32(v), 1
-		}
+		m.phase, m.level, m.first, m.last, m.prev = phaseEWMA, v, tn, tn, float32(v)
 		nan := math.NaN()
 		return Point{Value: v, Forecast: nan, Lower: nan, Upper: nan}
 	}
@@ -347,29 +351,32 @@ func (m *Model) Observe(t time.Time, v float64) Point {
 		le = e
 	}
 	if learn || m.sus == 1 {
+		x := float32(v - s)
 		if m.k < ringSize {
-			m.ring[m.k] = float32(ce)
+			m.ring[m.k] = x - m.prev
+		} else {
+			// A plain mean of the first 100 (the start counting for the first ringSize), then
+			// an EWMA.
+			m.msq += float32(max(1/(float64(m.k)+1), devWeight) * (ce*ce - float64(m.msq)))
 		}
-		// A plain mean of the first 100, then an EWMA.
-		m.msq += float32(max(1/(float64(m.k)+1), devWeight) * (ce*ce - float64(m.msq)))
 		if m.k < math.MaxUint8 {
 			m.k++
 		}
+		if m.k == ringSize {
+			d := m.p.startScale * m.mad()
+			m.msq = float32(d * d)
+		}
+		if learn {
+			m.prev = x
+		}
 	}
-	if m.phase == phaseEWMA {
+	if m.phase != phaseHW {
 		if !learn {
 			return pt
 		}
 		m.level += p.Alpha * le
-		if m.slots != nil {
-			y := float32(f + le)
-			j := p.slot(tn)
-			if m.n == 0 {
-				m.slots[j], m.n = y, 1
-			} else {
-				m.n = inc16(m.n)
-				m.slots[j] += (y - m.slots[j]) / float32(m.n)
-			}
+		if m.slots != nil && band {
+			m.record(tn, f+le)
 		}
 		return pt
 	}
@@ -451,15 +458,34 @@ func (m *Model) project(h int64) (level, trend float64) {
 // model, it starts the mean of a new slot, and switches to Holt-Winters once a season has passed
 // since the first value.
 func (m *Model) enter(tn int64) {
-	if m.phase != phaseEWMA || m.slots == nil {
+	if m.phase != phaseFirst {
 		return
 	}
-	if tn-m.first >= m.p.seasonNS {
+	if tn-m.season >= m.p.seasonNS {
 		m.startSeason()
 		return
 	}
 	if m.p.slot(tn) != m.p.slot(m.last) {
 		m.n = 0
+	}
+}
+
+// record learns the value y at tn into the mean of its slot during the first season. The first
+// season starts with the first value learned with a band, and starts again with the first value
+// of a lasting change of level (the adoptAfter-th of a suspect run).
+func (m *Model) record(tn int64, y float64) {
+	if m.phase == phaseEWMA || m.sus == adoptAfter {
+		for i := range m.slots {
+			m.slots[i] = float32(math.NaN())
+		}
+		m.phase, m.season, m.n = phaseFirst, tn, 0
+	}
+	j := m.p.slot(tn)
+	if m.n == 0 {
+		m.slots[j], m.n = float32(y), 1
+	} else {
+		m.n = inc16(m.n)
+		m.slots[j] += (float32(y) - m.slots[j]) / float32(m.n)
 	}
 }
 
@@ -495,6 +521,7 @@ func (m *Model) startSeason() {
 	}
 	// The EWMA level is the recent value, season included; the Holt-Winters level is without it.
 	m.level -= float64(s[m.p.slot(m.last)])
+	m.prev -= s[m.p.slot(m.last)]
 	m.trend = 0
 	m.phase = phaseHW
 }
@@ -515,7 +542,7 @@ func (m *Model) startSeason() {
 // nothing, keep it robust to anomalies.
 func (m *Model) dev() float64 {
 	if m.k < ringSize {
-		return madScale * m.mad()
+		return m.p.startScale * m.mad()
 	}
 	return math.Sqrt(float64(m.msq))
 }

@@ -176,7 +176,7 @@ function apply(s, g) {
     } else edgeMap.set(k, { ...e });
   }
   let layout = false;
-  let placed = cy.collection();
+  let added = cy.collection();
   cy.batch(() => {
     for (const [id] of s.nodes) if (!nodeIds.has(id)) { cy.getElementById(id).remove(); s.nodes.delete(id); }
     for (const [k] of s.edges) if (!edgeMap.has(k)) { cy.getElementById(k).remove(); s.edges.delete(k); const tr = s.rows.get(k); if (tr) tr.remove(); s.rows.delete(k); }
@@ -188,8 +188,7 @@ function apply(s, g) {
     }
     // Newcomers start at the origin: the layout, or placeNewcomers once their labels are measured,
     // moves them.
-    const added = cy.add(newNodes.map((d) => ({ group: 'nodes', data: d, position: { x: 0, y: 0 } })));
-    placed = added;
+    added = cy.add(newNodes.map((d) => ({ group: 'nodes', data: d, position: { x: 0, y: 0 } })));
     const newEdges = [];
     for (const [k, e] of edgeMap) {
       const hist = s.history.get(k) || [];
@@ -202,12 +201,13 @@ function apply(s, g) {
       s.edges.set(k, e);
     }
     cy.add(newEdges);
-    layout = s.needLayout && added.nonempty();
+    // With nothing kept from before (the first data, a new question, or a map that had emptied),
+    // there are no places to keep: lay out from scratch.
+    layout = added.nonempty() && (s.needLayout || cy.nodes().not(added).empty());
   });
-  // With nothing to show yet, the first data to arrive is laid out from scratch; later newcomers
-  // are fitted around the nodes already there, which keep their places.
+  // Newcomers to a map already drawn are fitted around the nodes there, which keep their places.
   if (layout) runLayout(cy, large);
-  else if (placed.nonempty()) placeNewcomers(cy, placed, edgeMap);
+  else if (added.nonempty()) placeNewcomers(cy, added, edgeMap);
   if (nodes.length) s.needLayout = false;
   s.empty.hidden = nodes.length > 0;
   renderEdgeList(s);
@@ -220,6 +220,9 @@ function runLayout(cy, large) {
     fitCapped(cy);
     return;
   }
+  // Between LAYERED and LARGE nodes cose stays: columns of a hundred nodes would be far taller
+  // than the canvas. It can still pack nodes together (see layeredPositions); the large layout
+  // and the layered one cannot.
   const opts = large
     ? { name: 'concentric', animate: false, fit: true, padding: 20, minNodeSpacing: 6, concentric: (nd) => nd.degree(), levelWidth: () => 3 }
     : { name: 'cose', animate: false, fit: true, padding: 30, numIter: 400, randomize: true, nodeRepulsion: () => 8000, idealEdgeLength: () => 70 };
@@ -262,7 +265,9 @@ function nodeBox(node) {
 //  4. A few sweeps order each column by the mean place of its neighbours in the column before
 //     (or after), which uncrosses edges; ties keep the earlier order, so the result is stable.
 //  5. Columns are as wide as their widest label plus GAP_X; rows as tall as the tallest label
-//     plus GAP_Y; each column is centred on y = 0.
+//     plus GAP_Y. Each column then slides towards its neighbours, keeping its order and its rows
+//     apart (the pool-adjacent-violators fit); empty slots weigh more than nodes, so a long edge
+//     runs nearly straight through its empty slots instead of across the labels beside them.
 function layeredPositions(cy) {
   const ids = cy.nodes().map((n) => n.id()).sort(byId);
   const out = new Map(ids.map((id) => [id, new Set()]));
@@ -300,16 +305,16 @@ function layeredPositions(cy) {
       if (waiting.get(v) === 0) order.push(v);
     }
   }
+  const called = new Set([...dag.values()].flatMap((ts) => [...ts]));
   for (const id of ids) {
-    if (order.includes(id) && dag.get(id).size && ![...dag.values()].some((ts) => ts.has(id))) {
-      col.set(id, Math.min(...[...dag.get(id)].map((t) => col.get(t))) - 1);
-    }
+    if (!called.has(id) && dag.get(id).size) col.set(id, Math.min(...[...dag.get(id)].map((t) => col.get(t))) - 1);
   }
 
-  // 3. Slots, with empty ones along long edges.
-  const columns = [];
+  // 3. Slots, with empty ones along long edges. Every column from 0 to the last holds a node: one
+  // in column k > 0 has a caller in column k - 1, and that caller stays put in step 2.
+  const columns = Array.from({ length: Math.max(...col.values()) + 1 }, () => []);
   const item = new Map();
-  const put = (c, it) => { (columns[c] ||= []).push(it); return it; };
+  const put = (c, it) => { columns[c].push(it); return it; };
   for (const id of ids) item.set(id, put(col.get(id), { id, up: [], down: [] }));
   for (const u of ids) {
     for (const v of dag.get(u)) {
@@ -323,11 +328,10 @@ function layeredPositions(cy) {
   }
 
   // 4. Order within columns.
-  const place = (c) => { const xs = columns[c] || []; xs.forEach((it, i) => { it.at = i - (xs.length - 1) / 2; }); };
+  const place = (c) => { const xs = columns[c]; xs.forEach((it, i) => { it.at = i - (xs.length - 1) / 2; }); };
   columns.forEach((_, c) => place(c));
   const sweep = (c, side) => {
     const xs = columns[c];
-    if (!xs) return;
     const key = new Map(xs.map((it) => [it, it[side].length ? it[side].reduce((sum, o) => sum + o.at, 0) / it[side].length : it.at]));
     xs.sort((a, b) => key.get(a) - key.get(b) || a.at - b.at);
     place(c);
@@ -340,12 +344,33 @@ function layeredPositions(cy) {
   // 5. Coordinates.
   const box = new Map(ids.map((id) => [id, nodeBox(cy.getElementById(id))]));
   const rowH = Math.max(...[...box.values()].map((b) => b.h)) + GAP_Y;
-  const colW = columns.map((xs) => Math.max(18, ...(xs || []).filter((it) => it.id).map((it) => box.get(it.id).w)));
+  const colW = columns.map((xs) => Math.max(0, ...xs.filter((it) => it.id).map((it) => box.get(it.id).w)));
+  const weight = (it) => (it.id ? 1 : 8);
+  for (const xs of columns) for (const it of xs) it.y = it.at * rowH;
+  const slide = (xs) => {
+    const blocks = [];
+    xs.forEach((it, i) => {
+      const nb = [...it.up, ...it.down];
+      const want = nb.length ? nb.reduce((sum, o) => sum + weight(o) * o.y, 0) / nb.reduce((sum, o) => sum + weight(o), 0) : it.y;
+      let b = { sum: weight(it) * (want - i * rowH), w: weight(it), n: 1 };
+      while (blocks.length && blocks.at(-1).sum / blocks.at(-1).w > b.sum / b.w) {
+        const p = blocks.pop();
+        b = { sum: p.sum + b.sum, w: p.w + b.w, n: p.n + b.n };
+      }
+      blocks.push(b);
+    });
+    let i = 0;
+    for (const b of blocks) for (let k = 0; k < b.n; k++, i++) xs[i].y = b.sum / b.w + i * rowH;
+  };
+  for (let round = 0; round < 8; round++) {
+    for (let c = 0; c < columns.length; c++) slide(columns[c]);
+    for (let c = columns.length - 1; c >= 0; c--) slide(columns[c]);
+  }
   const pos = {};
   let x = 0;
   columns.forEach((xs, c) => {
     if (c > 0) x += colW[c - 1] / 2 + GAP_X + colW[c] / 2;
-    for (const it of xs || []) if (it.id) pos[it.id] = { x, y: it.at * rowH };
+    for (const it of xs) if (it.id) pos[it.id] = { x, y: Math.round(it.y) };
   });
   return (node) => pos[node.id()];
 }
@@ -353,45 +378,43 @@ function layeredPositions(cy) {
 // placeNewcomers puts nodes that arrive after the layout beside a neighbour already on the map (a
 // service to the right of its caller, a caller to the left of its service; the first neighbour by
 // id) or, with none, to the right of everything, then moves each down or up a row at a time until
-// its box, label included, clears every other node's. Nothing already on the map moves, and the
-// same map and newcomers give the same places.
+// its box, label included, clears every other node's by GAP_Y. Nothing already on the map moves,
+// and the same map and newcomers give the same places (the code before put newcomers at a random
+// offset from a neighbour, often on top of another node).
 function placeNewcomers(cy, added, edgeMap) {
-  const boxes = cy.nodes().not(added).map((n) => n.boundingBox({ includeLabels: true, includeOverlays: false }));
+  const opts = { includeLabels: true, includeOverlays: false };
+  const boxes = cy.nodes().not(added).map((n) => n.boundingBox(opts));
   const clear = (b) => boxes.every((o) => b.x2 + GAP_Y <= o.x1 || o.x2 + GAP_Y <= b.x1 || b.y2 + GAP_Y <= o.y1 || o.y2 + GAP_Y <= b.y1);
   const neighbours = new Map();
+  const link = (id, other, side) => { if (!neighbours.has(id)) neighbours.set(id, []); neighbours.get(id).push({ id: other, side }); };
   for (const e of edgeMap.values()) {
     if (e.source === e.target) continue;
-    (neighbours.get(e.target) || neighbours.set(e.target, []).get(e.target)).push({ id: e.source, side: 1 });
-    (neighbours.get(e.source) || neighbours.set(e.source, []).get(e.source)).push({ id: e.target, side: -1 });
+    link(e.target, e.source, 1);
+    link(e.source, e.target, -1);
   }
-  const newIds = new Set(added.map((n) => n.id()));
-  const sorted = added.toArray().sort((a, b) => byId(a.id(), b.id()));
-  for (const node of sorted) {
+  const waiting = new Set(added.map((n) => n.id())); // newcomers not placed yet: no anchor
+  for (const node of added.toArray().sort((a, b) => byId(a.id(), b.id()))) {
     const own = nodeBox(node);
-    const near = (neighbours.get(node.id()) || [])
-      .filter((nb) => !newIds.has(nb.id) || cy.getElementById(nb.id).scratch('_quanyuPlaced'))
+    const near = (neighbours.get(node.id()) || []).filter((nb) => !waiting.has(nb.id))
       .sort((a, b) => byId(a.id, b.id) || a.side - b.side)[0];
-    let x, y;
+    let x = 0, y = 0;
     if (near) {
       const o = cy.getElementById(near.id);
-      const ob = o.boundingBox({ includeLabels: true, includeOverlays: false });
-      x = o.position('x') + near.side * (ob.w / 2 + GAP_X + own.w / 2);
+      x = o.position('x') + near.side * (o.boundingBox(opts).w / 2 + GAP_X + own.w / 2);
       y = o.position('y');
-    } else {
-      const all = cy.nodes().not(added).union(cy.nodes().filter((n) => n.scratch('_quanyuPlaced'))).boundingBox({ includeLabels: true, includeOverlays: false });
-      x = isFinite(all.x2) ? all.x2 + GAP_X + own.w / 2 : 0;
-      y = isFinite(all.y1) ? all.y1 + own.top : 0;
+    } else if (boxes.length) {
+      x = Math.max(...boxes.map((b) => b.x2)) + GAP_X + own.w / 2;
+      y = Math.min(...boxes.map((b) => b.y1)) + own.top;
     }
-    const step = own.h + GAP_Y;
-    for (let k = 0; k < 1000; k++) { // 0, +1, -1, +2, -2 … rows away; a free one is always within reach
-      const yk = y + (k % 2 ? 1 : -1) * Math.ceil(k / 2) * step;
+    // Rows 0, +1, -1, +2, -2 … away: the boxes are finitely many, so a free row is near.
+    for (let k = 0; ; k++) {
+      const yk = y + (k % 2 ? 1 : -1) * Math.ceil(k / 2) * (own.h + GAP_Y);
       const b = { x1: x - own.w / 2, x2: x + own.w / 2, y1: yk - own.top, y2: yk - own.top + own.h };
       if (clear(b)) { y = yk; boxes.push(b); break; }
     }
     node.position({ x, y });
-    node.scratch('_quanyuPlaced', true);
+    waiting.delete(node.id());
   }
-  added.removeScratch('_quanyuPlaced');
 }
 
 function applyEdgeStyle(s) {
