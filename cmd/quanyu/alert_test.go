@@ -303,6 +303,10 @@ plugins:
 		}
 		return false
 	})
+	// The listing leaves traces out; the alert itself carries it.
+	if err := json.Unmarshal(a.get(t, "/api/v1/alerts/"+ev.ID), &ev); err != nil {
+		t.Fatal(err)
+	}
 	e := ev.Evidence
 	if e.State != "captured" || e.Trace == nil || len(e.Trace.Items) == 0 {
 		t.Fatalf("evidence %+v", e)

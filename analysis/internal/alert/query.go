@@ -27,19 +27,31 @@ func copyAlert(a *Alert) Alert {
 	return c
 }
 
-// Active gives the pending and firing alerts, firing first, then by severity and time.
+// withoutTrace is an alert for a listing: the evidence's flow trace (up to thousands of records)
+// is left out; Get gives it.
+func withoutTrace(a Alert) Alert {
+	if a.Evidence != nil && a.Evidence.Trace != nil {
+		e := *a.Evidence
+		e.Trace = nil
+		a.Evidence = &e
+	}
+	return a
+}
+
+// Active gives the pending and firing alerts, firing first, then by severity and time, without
+// their evidence traces.
 func (ev *Evaluator) Active() []Alert {
 	ev.mu.Lock()
 	out := []Alert{}
 	for _, rs := range ev.rules {
 		for _, ss := range rs.series {
 			if ss.alert != nil {
-				out = append(out, copyAlert(ss.alert))
+				out = append(out, withoutTrace(copyAlert(ss.alert)))
 			}
 		}
 	}
 	for _, a := range ev.restored {
-		out = append(out, copyAlert(a))
+		out = append(out, withoutTrace(copyAlert(a)))
 	}
 	ev.mu.Unlock()
 	rank := map[string]int{StateFiring: 0, StatePending: 1}
@@ -51,7 +63,8 @@ func (ev *Evaluator) Active() []Alert {
 	return out
 }
 
-// History gives the alerts that fired, newest change first: firing ones and resolved ones.
+// History gives the alerts that fired, newest change first: firing ones and resolved ones,
+// without their evidence traces.
 func (ev *Evaluator) History(ctx context.Context, state string, since time.Time, limit int) ([]Alert, error) {
 	if limit <= 0 || limit > historyLimit {
 		limit = historyLimit
@@ -63,7 +76,7 @@ func (ev *Evaluator) History(ctx context.Context, state string, since time.Time,
 	out := []Alert{}
 	for _, r := range recs {
 		if a := decodeAlert(r.Body); a != nil {
-			out = append(out, *a)
+			out = append(out, withoutTrace(*a))
 		}
 	}
 	return out, nil

@@ -80,6 +80,10 @@ const (
 
 	// madScale turns a median absolute deviation into a standard deviation for normal noise.
 	madScale = 1.4826
+
+	// reject is how far from their median, in robust deviations, differences are left out of
+	// the starting deviation (see Model.spread).
+	reject = 3.5
 )
 
 // Params are shared by every model of one rule: models keep a pointer and copy nothing. Make them
@@ -105,6 +109,7 @@ type Params struct {
 	// startScale turns the median absolute difference of successive values into the deviation
 	// of the model's forecast error (see Model.dev).
 	startScale float64
+	perSlot    float64 // observations a slot, per season
 	ewma       bool
 }
 
@@ -148,7 +153,8 @@ func NewParams(s api.PredictionSettings, step time.Duration, band float64, minDe
 		Band: band, MinHistory: max(s.MinHistory, 0), Method: s.Method, MinDev: max(minDev, 0),
 		stepNS: int64(step), seasonNS: int64(season), minHistoryNS: int64(max(s.MinHistory, 0)),
 		gammaObs:   1 - math.Pow(1-s.Gamma, 1/perSlot),
-		startScale: madScale / math.Sqrt(2-s.Alpha),
+		startScale: 1 / math.Sqrt(2-s.Alpha),
+		perSlot:    perSlot,
 		ewma:       s.Method == api.MethodEWMA,
 	}
 }
@@ -354,17 +360,13 @@ func (m *Model) Observe(t time.Time, v float64) Point {
 		x := float32(v - s)
 		if m.k < ringSize {
 			m.ring[m.k] = x - m.prev
-		} else {
-			// A plain mean of the first 100 (the start counting for the first ringSize), then
-			// an EWMA.
-			m.msq += float32(max(1/(float64(m.k)+1), devWeight) * (ce*ce - float64(m.msq)))
+		}
+		if band {
+			// A plain mean of the first 100 residuals learned with a band, then an EWMA.
+			m.msq += float32(max(1/float64(m.k-minResiduals+1), devWeight) * (ce*ce - float64(m.msq)))
 		}
 		if m.k < math.MaxUint8 {
 			m.k++
-		}
-		if m.k == ringSize {
-			d := m.p.startScale * m.mad()
-			m.msq = float32(d * d)
 		}
 		if learn {
 			m.prev = x
@@ -516,8 +518,19 @@ func (m *Model) startSeason() {
 		mean += float64(v)
 	}
 	mean /= float64(k)
+	var sq float64
 	for i := range s {
 		s[i] -= float32(mean)
+		sq += float64(s[i]) * float64(s[i])
+	}
+	// James-Stein
+	d := m.dev()
+	noise := d * d * (2 - m.p.Alpha) / 2 / m.p.perSlot
+	if !noJS && k > 3 && sq > 0 {
+		f := float32(max(0, 1-float64(k-3)*noise/sq))
+		for i := range s {
+			s[i] *= f
+		}
 	}
 	// The EWMA level is the recent value, season included; the Holt-Winters level is without it.
 	m.level -= float64(s[m.p.slot(m.last)])
@@ -542,22 +555,37 @@ func (m *Model) startSeason() {
 // nothing, keep it robust to anomalies.
 func (m *Model) dev() float64 {
 	if m.k < ringSize {
-		return m.p.startScale * m.mad()
+		return m.p.startScale * m.spread()
 	}
 	return math.Sqrt(float64(m.msq))
 }
 
-// mad is the median absolute deviation of the residuals in the ring, without allocating: the
-// residuals are sorted, and the deviations from their median are read in increasing order by
-// walking outwards from the middle.
-func (m *Model) mad() float64 {
+// spread is the standard deviation of the differences in the ring, leaving out those further
+// than reject robust deviations from their median.
+func (m *Model) spread() float64 {
 	n := int(min(m.k, ringSize))
 	if n == 0 {
 		return 0
 	}
 	var a [ringSize]float32
 	copy(a[:], m.ring[:n])
-	for i := 1; i < n; i++ {
+	sortFloats(a[:n])
+	med := median(a[:n])
+	lim := reject * madScale * mad(a[:n], med)
+	var sum float64
+	kept := 0
+	for _, d := range a[:n] {
+		if e := float64(d) - med; math.Abs(e) <= lim {
+			sum += e * e
+			kept++
+		}
+	}
+	return math.Sqrt(sum / float64(kept))
+}
+
+// sortFloats sorts a few values in place, without allocating.
+func sortFloats(a []float32) {
+	for i := 1; i < len(a); i++ {
 		v := a[i]
 		j := i
 		for ; j > 0 && a[j-1] > v; j-- {
@@ -565,7 +593,13 @@ func (m *Model) mad() float64 {
 		}
 		a[j] = v
 	}
-	med := median(a[:n])
+}
+
+// mad is the median absolute deviation of sorted values from their median med, without
+// allocating: the deviations from the median are read in increasing order by walking outwards
+// from the middle.
+func mad(a []float32, med float64) float64 {
+	n := len(a)
 	// The deviations of a[lo], going down, and of a[hi], going up, are each in increasing order;
 	// merging them gives the deviations by rank. An odd count starts with the median itself.
 	lo, hi, taken := n/2-1, n/2, 0
@@ -612,3 +646,4 @@ func median(a []float32) float64 {
 	}
 	return (float64(a[n/2-1]) + float64(a[n/2])) / 2
 }
+var noJS bool

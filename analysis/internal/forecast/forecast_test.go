@@ -578,24 +578,28 @@ func TestSlots(t *testing.T) {
 	}
 }
 
-// TestMAD compares the merge in mad with sorting the deviations.
+// TestMAD compares sortFloats with slices.Sort, and the merge in mad with sorting the
+// deviations.
 func TestMAD(t *testing.T) {
 	r := rand.New(rand.NewPCG(6, 7))
 	for n := 1; n <= ringSize; n++ {
 		for range 50 {
-			m := &Model{k: uint8(n)}
-			for i := range n {
-				m.ring[i] = float32(math.Round(r.NormFloat64() * 4)) // ties too
+			a := make([]float32, n)
+			for i := range a {
+				a[i] = float32(math.Round(r.NormFloat64() * 4)) // ties too
 			}
-			vals := append([]float32(nil), m.ring[:n]...)
+			vals := slices.Clone(a)
 			slices.Sort(vals)
+			if sortFloats(a); !slices.Equal(a, vals) {
+				t.Fatalf("sortFloats gave %v, want %v", a, vals)
+			}
 			med := median(vals)
 			dev := make([]float32, n)
 			for i, v := range vals {
 				dev[i] = float32(math.Abs(float64(v) - med))
 			}
 			slices.Sort(dev)
-			if got, want := m.mad(), median(dev); math.Abs(got-want) > 1e-6 {
+			if got, want := mad(vals, med), median(dev); math.Abs(got-want) > 1e-6 {
 				t.Fatalf("mad of %v = %v, want %v", vals, got, want)
 			}
 		}

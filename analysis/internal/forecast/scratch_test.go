@@ -124,3 +124,9 @@ func TestScratchTrace(t *testing.T) {
 		t.Logf("%2d %6.1f %7.2f %7.2f %7.2f %v run %d sus %d k %d dev %.2f", i, v, pt.Forecast, pt.Lower, pt.Upper, pt.Ready, m.OutRun(), m.sus, m.k, m.dev())
 	}
 }
+
+func TestScratchAcceptNoJS(t *testing.T) {
+	noJS = true
+	defer func() { noJS = false }()
+	TestAnomalies(t)
+}
