@@ -1,6 +1,7 @@
 // The web UI's acceptance scenarios, against the three-tier lab that TestWebUI in
 // cmd/quanyu/ui_test.go starts: the map names the lab's applications and owners and clicking an
-// edge shows the figures analysis counted; the flows table filters by port and opens a
+// edge shows the figures analysis counted; the map lays its nodes out apart, with no node on an
+// edge's midpoint, and in the same places on every load of the same graph; the flows table filters by port and opens a
 // conversation's trace; a subscription that mix refuses shows mix's error beside the field it
 // names; the alerts page lists the firing and resolved alerts and the new edge analysis holds,
 // with both ends' owners, and an alert's page shows its fields and evidence; the edge details
@@ -59,11 +60,50 @@ async function cyGraph(page) {
   });
 }
 
+// mapLayout reads how cytoscape laid the map out: each node's position in model coordinates
+// (which pan and zoom leave alone), the graph as one string of node and edge ids, the pairs of
+// nodes whose boxes (labels included) overlap, and the edges whose midpoint lies on a node other
+// than their own ends, where a click meant for the edge would open the node.
+async function mapLayout(page) {
+  return page.evaluate(() => {
+    const cy = window.__quanyu.cy;
+    const nodes = cy.nodes().toArray();
+    const inside = (p, b) => p.x >= b.x1 && p.x <= b.x2 && p.y >= b.y1 && p.y <= b.y2;
+    const overlap = (a, b) => a.x1 < b.x2 && b.x1 < a.x2 && a.y1 < b.y2 && b.y1 < a.y2;
+    const overlaps = [];
+    for (let i = 0; i < nodes.length; i++) {
+      for (let j = i + 1; j < nodes.length; j++) {
+        const a = nodes[i].boundingBox(), b = nodes[j].boundingBox();
+        if (overlap(a, b)) overlaps.push(`${nodes[i].id()} ${JSON.stringify(a)} and ${nodes[j].id()} ${JSON.stringify(b)}`);
+      }
+    }
+    const onNode = [];
+    cy.edges().forEach((e) => {
+      const m = e.midpoint();
+      for (const n of nodes) {
+        if (n.same(e.source()) || n.same(e.target())) continue;
+        if (inside(m, n.boundingBox({ includeLabels: false }))) onNode.push(`${e.id()} (midpoint ${Math.round(m.x)},${Math.round(m.y)}) on ${n.id()}`);
+      }
+    });
+    const graph = [...nodes.map((n) => n.id()).sort(), '|', ...cy.edges().map((e) => e.id()).sort()].join(' ');
+    const positions = Object.fromEntries(nodes.map((n) => [n.id(), n.position()]));
+    return { graph, positions, overlaps, onNode };
+  });
+}
+
+function assertApart(layout, when) {
+  assert.deepEqual(layout.overlaps, [], `${when}: nodes overlap; positions ${JSON.stringify(layout.positions)}`);
+  assert.deepEqual(layout.onNode, [], `${when}: a node lies on an edge's midpoint; positions ${JSON.stringify(layout.positions)}`);
+}
+
 scenario('a: map shows the applications, owners and edges; clicking an edge shows its figures', async (page) => {
   await page.goto(routeURL(base, '#/map'));
   await page.locator(byTestId('view-map')).waitFor();
   await waitMapSettled(page, want.nodes.length, T);
   await shot(page, 'map');
+  // The click below aims at an edge's midpoint: a node there, or nodes on top of each other, would
+  // take it.
+  assertApart(await mapLayout(page), 'first load');
 
   const g = await cyGraph(page);
   const appOf = Object.fromEntries(g.nodes.map((n) => [n.id, n.app]));
@@ -148,6 +188,33 @@ scenario('a: map shows the applications, owners and edges; clicking an edge show
   await fc.locator('canvas').first().waitFor();
   await fc.scrollIntoViewIfNeeded();
   await shot(page, 'map-forecast');
+});
+
+scenario('g: the map lays its nodes out apart, and the same graph in the same places on every load', async (page) => {
+  await page.goto(routeURL(base, '#/map'));
+  await page.locator(byTestId('view-map')).waitFor();
+  await waitMapSettled(page, want.nodes.length, T);
+  let before = await mapLayout(page);
+  assertApart(before, 'before reloading');
+  // The lab's graph is complete before the browser starts, but an edge could still appear between
+  // two loads: positions are compared between two loads of the same graph.
+  let after;
+  for (let i = 0; i < 3; i++) {
+    await page.reload();
+    await page.locator(byTestId('view-map')).waitFor();
+    await waitMapSettled(page, want.nodes.length, T);
+    after = await mapLayout(page);
+    if (after.graph === before.graph) break;
+    before = after;
+  }
+  assert.equal(after.graph, before.graph, 'the graph changed on each of 3 reloads, so no two loads can be compared');
+  assertApart(after, 'after reloading');
+  for (const [id, p] of Object.entries(before.positions)) {
+    const q = after.positions[id];
+    assert.ok(q && Math.abs(p.x - q.x) <= 1 && Math.abs(p.y - q.y) <= 1,
+      `${id} was at ${JSON.stringify(p)} and is at ${JSON.stringify(q)} after a reload of the same graph (${before.graph})`);
+  }
+  console.error(`map layout: ${Object.keys(after.positions).length} nodes, none overlapping, the same after a reload`);
 });
 
 scenario('b: flows table filters by port and opens a trace', async (page) => {
