@@ -550,6 +550,206 @@ func TestDeviationFloors(t *testing.T) {
 	}
 }
 
+// lab is the settings of a live test that the start-up tests reproduce: a season of a minute
+// (6 slots of 10 s), MinHistory a minute, a band of 3, the rest by default, for a rate (MinDev
+// 0.1).
+func lab() *Params {
+	return NewParams(api.PredictionSettings{Season: time.Minute, MinHistory: time.Minute, Band: 3}, step, 0, 0.1)
+}
+
+// rate draws a request rate of about perSecond from a 10 s bucket: a Poisson count, by its
+// normal approximation (a count of 200 varies by 14), rounded.
+func rate(r *rand.Rand, perSecond float64) float64 {
+	n := perSecond * 10
+	return max(0, math.Round(n+math.Sqrt(n)*r.NormFloat64())) / 10
+}
+
+// TestStartThenDrop reproduces a live test in which a drop was missed: a client starts (its first
+// bucket is partial, 7.5 of a steady 20 requests a second), sends for about two minutes and
+// stops. The ramp used to be taken for noise and for a seasonal pattern, and the band was ±23
+// around 20 when the client stopped: 0 was inside it.
+func TestStartThenDrop(t *testing.T) {
+	t.Run("the live points", func(t *testing.T) {
+		// GIVEN the points of the live test: the ramp, 20 flat, a partial last bucket, then 0s
+		m := NewModel(lab(), t0)
+		values := []float64{7.5, 20, 20, 20, 20, 20, 20, 20, 20, 6.4, 0, 0, 0}
+		const stop = 9
+		for i, v := range values {
+			pt := m.Observe(at(i), v)
+			t.Logf("%4.1f: forecast %5.2f, band %6.2f to %5.2f, ready %v, out run %d", v, pt.Forecast, pt.Lower, pt.Upper, pt.Ready, m.OutRun())
+			switch {
+			// THEN the model is Ready at the partial bucket with a band above it, the first 0
+			// confirms the drop, and the 0s are not learned
+			case i == stop && (!pt.Ready || pt.Out != -1 || pt.Lower <= 6.4):
+				t.Errorf("the partial last bucket: %+v, want Ready and below the band", pt)
+			case i > stop && (m.OutRun() != i-stop+1 || pt.Forecast < 19):
+				t.Errorf("the 0 at point %d: forecast %.2f, out run %d, want the forecast near 20 and a run of %d", i, pt.Forecast, m.OutRun(), i-stop+1)
+			}
+		}
+	})
+
+	// GIVEN the ramp bucket, 12 to 15 buckets of about 20/s and 0s, with or without a partial
+	// last bucket (10% to 90% of a bucket), 1,000 times each
+	for _, partial := range []bool{false, true} {
+		t.Run(fmt.Sprintf("noisy, partial last bucket %v", partial), func(t *testing.T) {
+			var starts, missed, early int
+			for seed := uint64(1); seed <= 250; seed++ {
+				for steady := 12; steady <= 15; steady++ {
+					r := rand.New(rand.NewPCG(seed, uint64(steady)))
+					values := []float64{7.5}
+					for range steady {
+						values = append(values, rate(r, 20))
+					}
+					stop := len(values)
+					if partial {
+						values = append(values, 20*(0.1+0.8*r.Float64()))
+					}
+					values = append(values, 0, 0, 0, 0, 0)
+					m := NewModel(lab(), t0)
+					confirmed := -1
+					for i, v := range values {
+						pt := m.Observe(at(i), v)
+						if i == stop && (!pt.Ready || pt.Lower <= 0) {
+							t.Fatalf("seed %d, %d steady buckets: at the stop %+v, want Ready with a band above 0", seed, steady, pt)
+						}
+						if !partial && i >= stop && pt.Forecast < 15 {
+							t.Errorf("seed %d, %d steady buckets: the forecast followed the drop to %.2f at point %d", seed, steady, pt.Forecast, i)
+						}
+						if m.OutRun() >= Confirm && confirmed < 0 {
+							confirmed = i
+						}
+					}
+					starts++
+					switch {
+					case confirmed >= 0 && confirmed < stop:
+						early++ // a false alert before the stop; TestSteadyStarts counts those
+					case confirmed < 0 || confirmed > stop+2:
+						missed++
+						t.Logf("seed %d, %d steady buckets: the stop was not confirmed by its third point", seed, steady)
+					}
+				}
+			}
+			// THEN every stop is confirmed by its third point, and the forecast stays near 20
+			// through it; with a partial last bucket, a start noisy enough to make the band wide
+			// (seed 40 has three values beyond 2.5σ in its first 13, one of 3.9σ) can take the
+			// partial bucket in and follow the drop down, which 2 starts of these 1,000 do
+			t.Logf("%d starts: %d stops not confirmed by their third point, %d false alerts before the stop", starts, missed, early)
+			if limit := map[bool]int{false: 0, true: starts / 100}[partial]; missed > limit {
+				t.Errorf("%d stops of %d not confirmed by their third point, want at most %d", missed, starts, limit)
+			}
+		})
+	}
+}
+
+// TestSteadyStarts counts the false alerts of a steady 20 requests a second under the settings of
+// the live test, each series starting with a partial bucket.
+func TestSteadyStarts(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		series, points int
+		// maxFalse is per 10,000 Ready points. Over 10,000 points it is the acceptance test's
+		// bound; not none, because under noise close to Gaussian a settled model raises about
+		// 0.2 false alerts per 10,000 points: of 100 such series, 17 had one or two. The first
+		// 200 points are allowed twice that: the deviation rests on a few values and the
+		// seasonal indices on one season, and about one start in a hundred alerts in its first
+		// five minutes (1.2 per 10,000 points here, 0.6 to 1.3 with other seeds; a band from the
+		// median absolute deviation of the first residuals raised 2.7 without the ramp).
+		maxFalse float64
+	}{
+		{"1,000 starts of 200 points", 1000, 200, 2},
+		{"5 series of 10,000 points", 5, 10000, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var falseAlerts, ready int
+			for seed := uint64(1); seed <= uint64(tc.series); seed++ {
+				r := rand.New(rand.NewPCG(seed, 20))
+				m := NewModel(lab(), t0)
+				prevRun := 0
+				for i := range tc.points {
+					v := rate(r, 20)
+					if i == 0 {
+						v = 7.5
+					}
+					if m.Observe(at(i), v).Ready {
+						ready++
+					}
+					if run := m.OutRun(); run >= Confirm && prevRun < Confirm {
+						falseAlerts++
+					}
+					prevRun = m.OutRun()
+				}
+			}
+			perTenThousand := float64(falseAlerts) / float64(ready) * 1e4
+			t.Logf("%d false alerts in %d Ready points (%.2f per 10,000)", falseAlerts, ready, perTenThousand)
+			if perTenThousand > tc.maxFalse {
+				t.Errorf("%.2f false alerts per 10,000 points, want at most %v", perTenThousand, tc.maxFalse)
+			}
+		})
+	}
+}
+
+// TestFirstSeason checks that a change of level in the first season does not become a seasonal
+// pattern.
+func TestFirstSeason(t *testing.T) {
+	t.Run("a ramp at the start", func(t *testing.T) {
+		// GIVEN 200 starts of a steady 20/s (σ 1.4) behind a partial first bucket of 7.5, with a
+		// season of a minute, WHEN the model has switched to Holt-Winters, THEN the slot of the
+		// partial bucket has an index near 0 on average (the ramp once made it -8.4), and no
+		// index is beyond 3σ
+		const starts = 200
+		var worst, rampSlot float64
+		for seed := uint64(1); seed <= starts; seed++ {
+			r := rand.New(rand.NewPCG(seed, 21))
+			m := NewModel(lab(), t0)
+			m.Observe(at(0), 7.5)
+			for i := 1; m.phase != phaseHW; i++ {
+				m.Observe(at(i), rate(r, 20))
+			}
+			for _, s := range m.slots {
+				worst = max(worst, math.Abs(float64(s)))
+			}
+			rampSlot += float64(m.slots[m.p.slot(at(0).UnixNano())]) / starts
+		}
+		t.Logf("mean index of the partial bucket's slot %.2f; largest index %.2f", rampSlot, worst)
+		if math.Abs(rampSlot) > 0.5 || worst > 3*1.4 {
+			t.Errorf("mean index of the partial bucket's slot %.2f, largest index %.2f, want within 0.5 and 4.2 of 0", rampSlot, worst)
+		}
+	})
+
+	t.Run("a lasting change of level", func(t *testing.T) {
+		// GIVEN a season of an hour and a series at 100 (σ 1) that moves to 150 at point 100 of
+		// its first season and stays there
+		m := NewModel(hourly(0), t0)
+		r := rand.New(rand.NewPCG(22, 23))
+		const change = 100
+		adopted := change + adoptAfter - 1
+		for i := range 4 * 360 {
+			v := 100 + r.NormFloat64()
+			if i >= change {
+				v += 50
+			}
+			m.Observe(at(i), v)
+			// THEN the first season starts again where the change is adopted, the model switches
+			// to Holt-Winters a season later with no seasonal index of the change, and alerts
+			// on nothing after the change is adopted
+			if i == adopted && m.season != at(adopted).UnixNano() {
+				t.Fatalf("the first season began at %v, want it started again at point %d", time.Unix(0, m.season).UTC(), adopted)
+			}
+			if (m.phase == phaseHW) != (i >= adopted+360) {
+				t.Fatalf("point %d: Holt-Winters phase %v", i, m.phase == phaseHW)
+			}
+			if i > adopted+10 && m.OutRun() >= Confirm {
+				t.Fatalf("point %d: alerting on the new level", i)
+			}
+		}
+		for j, s := range m.slots {
+			if math.Abs(float64(s)) > 3 {
+				t.Fatalf("slot %d has a seasonal index of %.2f", j, s)
+			}
+		}
+	})
+}
+
 // TestSlots checks that the slot of a time is its phase since the Unix epoch, the same for every
 // model, and that a daily season has 288 slots of 5 minutes.
 func TestSlots(t *testing.T) {
@@ -578,9 +778,9 @@ func TestSlots(t *testing.T) {
 	}
 }
 
-// TestMAD compares sortFloats with slices.Sort, and the merge in mad with sorting the
+// TestAbsDev compares sortFloats with slices.Sort, and the merge in absDev with sorting the
 // deviations.
-func TestMAD(t *testing.T) {
+func TestAbsDev(t *testing.T) {
 	r := rand.New(rand.NewPCG(6, 7))
 	for n := 1; n <= ringSize; n++ {
 		for range 50 {
@@ -594,13 +794,15 @@ func TestMAD(t *testing.T) {
 				t.Fatalf("sortFloats gave %v, want %v", a, vals)
 			}
 			med := median(vals)
-			dev := make([]float32, n)
+			dev := make([]float64, n)
 			for i, v := range vals {
-				dev[i] = float32(math.Abs(float64(v) - med))
+				dev[i] = math.Abs(float64(v) - med)
 			}
 			slices.Sort(dev)
-			if got, want := mad(vals, med), median(dev); math.Abs(got-want) > 1e-6 {
-				t.Fatalf("mad of %v = %v, want %v", vals, got, want)
+			for rank, want := range dev {
+				if got := absDev(vals, med, rank); math.Abs(got-want) > 1e-6 {
+					t.Fatalf("deviation of rank %d of %v = %v, want %v", rank, vals, got, want)
+				}
 			}
 		}
 	}
