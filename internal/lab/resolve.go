@@ -12,7 +12,7 @@ import (
 )
 
 // resolver looks the lab's names up through the lab's DNS server and keeps each answer for a
-// while, as a stub resolver with a small cache would: DNS shows on the map as a steady share of
+// while, as a host's caching resolver would: DNS shows on the map as a steady share of
 // the traffic, not one query per request.
 type resolver struct {
 	r   *net.Resolver

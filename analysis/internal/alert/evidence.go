@@ -168,22 +168,22 @@ func (ev *Evaluator) progressEvidence(bucket time.Time) []store.AlertRecord {
 		id string
 		w  watch
 	}
-	var todo []ready
+	var due []ready
 	ev.evMu.Lock()
 	for id, w := range ev.watches {
 		switch {
 		case w.cid != "" && now.Sub(w.seenAt) >= traceDelay:
-			todo = append(todo, ready{id, *w})
+			due = append(due, ready{id, *w})
 			delete(ev.watches, id)
 		case w.cid == "" && now.After(w.expires.Add(traceDelay)):
-			todo = append(todo, ready{id, *w})
+			due = append(due, ready{id, *w})
 			delete(ev.watches, id)
 			ev.pending.Add(-1)
 		}
 	}
 	ev.evMu.Unlock()
 	var hist []store.AlertRecord
-	for _, r := range todo {
+	for _, r := range due {
 		a := ev.findAlert(r.w.fingerprint, r.w.alertID)
 		if a == nil || a.Evidence == nil {
 			continue
