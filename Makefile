@@ -16,6 +16,8 @@ help: ## Show the targets
 
 .PHONY: build
 build: ## Build bin/quanyu and the plugins into bin/plugins/
+	@command -v $(GO) >/dev/null || { echo "Quanyu is built with Go 1.26 or later, and $(GO) is not on PATH: install it (https://go.dev/dl/, or your distribution's golang package) and run make again"; exit 1; }
+	@v=$$($(GO) env GOVERSION | sed 's/^go//'); case "$$v" in 1.2[6-9]*|1.[3-9][0-9]*|[2-9].*) ;; *) echo "Quanyu needs Go 1.26 or later; $(GO) is $$v: install a newer Go (https://go.dev/dl/) and run make again"; exit 1;; esac
 	@mkdir -p $(BIN)/plugins
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/quanyu ./cmd/quanyu
 	@for p in $(PLUGINS); do \

@@ -468,6 +468,11 @@ func (ev *Evaluator) step(rs *ruleState, ss *seriesState, bucket time.Time, held
 		if restored := ev.restored[fp]; restored != nil {
 			delete(ev.restored, fp)
 			a, ss.alert = restored, restored
+			// Said again once its series is back: receivers that re-post firing alerts
+			// (Alertmanager's) track it again, instead of letting it time out.
+			if held {
+				out = append(out, ev.toNotify(a))
+			}
 		}
 	}
 	if a != nil && ok {

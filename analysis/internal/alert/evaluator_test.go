@@ -429,3 +429,48 @@ func waitFor(t *testing.T, ok func() bool) {
 	}
 	t.Fatal("timed out")
 }
+
+// An alert firing when analysis stops is firing again after the restart, the same alert: it is
+// said again to the receivers once its series is back, and resolves as any other.
+func TestRestartKeepsFiringAlerts(t *testing.T) {
+	h := newHarness(t, time.Hour)
+	busy := rule(t, `{"id":"busy","kind":"threshold","metric":"request_rate","level":"edge","op":">","value":1,"severity":"info"}`)
+	h.ev.SetRules([]api.Rule{busy})
+	for i := 0; i < 3; i++ {
+		h.src.add(t0.Add(time.Duration(i)*step), store.LevelApp, webAPI, store.Figures{Requests: 100})
+	}
+	h.eval(0)
+	before := h.ev.Active()
+	if len(before) != 1 || before[0].State != StateFiring {
+		t.Fatalf("before the restart: %+v", before)
+	}
+	// GIVEN a new evaluator on the same store, with the same rule
+	sent := &sink{}
+	ev2, err := New(context.Background(), Options{Source: h.src, Store: h.st, Notifier: sent, NewEdgeGrace: -1,
+		Now: func() time.Time { return h.clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev2.SetRules([]api.Rule{busy})
+	if a := ev2.Active(); len(a) != 1 || a[0].ID != before[0].ID {
+		t.Fatalf("restored: %+v", a)
+	}
+	// WHEN its series is back and still over the threshold, then quiet
+	ev2.Evaluate(context.Background(), t0.Add(step))
+	got := sent.take()
+	if len(got) != 1 || got[0].Status != "firing" || got[0].Labels["alertname"] != "busy" {
+		t.Fatalf("after the restart, sent %+v", got)
+	}
+	if a := ev2.Active(); len(a) != 1 || a[0].ID != before[0].ID || a[0].State != StateFiring {
+		t.Fatalf("after the restart: %+v", a)
+	}
+	ev2.Evaluate(context.Background(), t0.Add(5*step))
+	// THEN it resolves, once
+	if got := sent.take(); len(got) != 1 || got[0].Status != "resolved" {
+		t.Fatalf("sent %+v", got)
+	}
+	hist, _ := ev2.History(context.Background(), "", time.Time{}, 10)
+	if len(hist) != 1 || hist[0].ID != before[0].ID || hist[0].State != StateResolved {
+		t.Errorf("history %+v", hist)
+	}
+}
