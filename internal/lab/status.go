@@ -127,7 +127,7 @@ func probe(ctx context.Context, h Host, timeout time.Duration) error {
 	}
 }
 
-// buildQuery is a DNS query for one name and type, recursion desired as a stub resolver sends.
+// buildQuery is a DNS query for one name and type, recursion desired, as a host's resolver sends.
 func buildQuery(id uint16, name string, typ dnsmessage.Type) ([]byte, error) {
 	n, err := dnsmessage.NewName(name)
 	if err != nil {
