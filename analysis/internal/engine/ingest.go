@@ -15,8 +15,8 @@ import (
 // conversation always meet in one shard, under one lock, whichever receiver goroutine brings
 // them. In its shard a flow record:
 //
-//  1. updates the conversation's merge entry: per observation point (agent) the running sum of
-//     its windows, and per direction the conversation's total is the largest of those sums, so
+//  1. updates the conversation's merge entry: per observation point (an agent's interface) the
+//     running sum of its windows, and per direction the conversation's total is the largest of those sums, so
 //     two agents seeing one conversation count it once and a third changes nothing;
 //  2. adds the growth of that total (never the record's own counts) to the 10 s bucket of the
 //     record's end, at the app, L3 and L4 levels.
@@ -86,8 +86,14 @@ func (t *totals) max(o *totals) {
 	t.retrans = max(t.retrans, o.retrans)
 }
 
+// obsPoint is where a record was seen: an agent's interface. One agent watching both ends'
+// interfaces (a lab, a host with containers) sees a conversation twice, as two agents would. The
+// parts are kept apart rather than joined into one string, which would cost an allocation per
+// record.
+type obsPoint struct{ agent, nic, netns string }
+
 type observation struct {
-	point   string // agent, interface and namespace
+	point   obsPoint
 	sum     totals
 	final   bool
 	lastEnd int64
@@ -102,8 +108,8 @@ type conv struct {
 }
 
 type l7Seen struct {
-	at      int64  // request time
-	point   string // agent and interface
+	at      int64    // request time
+	point   obsPoint // the interface's netns is left empty
 	matched bool
 	touched int64
 }
@@ -264,9 +270,7 @@ func (e *Engine) ingestFlow(sh *shard, cat *api.Catalog, agent string, f *sdk.Fl
 	var delta totals
 	newConv := false
 	countRTT := false
-	// An observation point is an agent's interface: one agent watching both ends' interfaces
-	// (a lab, a host with containers) sees a conversation twice, as two agents would.
-	point := agent + "\x00" + f.NIC + "\x00" + f.Netns
+	point := obsPoint{agent, f.NIC, f.Netns}
 	switch c := sh.convs[f.CommunityID]; {
 	case f.CommunityID == "":
 		e.c.noCommunityID.Add(1)
@@ -406,7 +410,7 @@ func l7Failed(r *sdk.L7) bool {
 
 func (e *Engine) ingestL7(sh *shard, cat *api.Catalog, agent string, r *sdk.L7, nowNs int64) {
 	if r.CommunityID != "" {
-		point := agent + "\x00" + r.NIC
+		point := obsPoint{agent: agent, nic: r.NIC}
 		k := l7MergeKey{r.CommunityID, r.Method, r.Path}
 		seen := sh.l7[k]
 		at := r.Time.UnixNano()
