@@ -159,6 +159,7 @@ type ruleState struct {
 
 type seriesState struct {
 	key       seriesKey
+	fp        string // fingerprint(rule, key), made once
 	model     *forecast.Model
 	lastData  time.Time
 	alert     *Alert // pending or firing; nil otherwise
@@ -393,7 +394,7 @@ func (ev *Evaluator) evaluateRule(ctx context.Context, rs *ruleState, bucket tim
 				ev.c.seriesDropped.Add(1)
 				continue
 			}
-			ss = &seriesState{key: sk}
+			ss = &seriesState{key: sk, fp: fingerprint(r.ID, sk)}
 			rs.series[sk] = ss
 			ev.nseries++
 		}
@@ -462,7 +463,7 @@ func (ev *Evaluator) step(rs *ruleState, ss *seriesState, bucket time.Time, held
 	res *resolver) (hist []store.AlertRecord, out []notify.Alert) {
 	r := &rs.rule
 	end := bucket.Add(step)
-	fp := fingerprint(r.ID, ss.key)
+	fp := ss.fp
 	a := ss.alert
 	if a == nil {
 		if restored := ev.restored[fp]; restored != nil {
@@ -569,7 +570,7 @@ func describe(l api.Level, k seriesKey, top string, res *resolver) (Series, *End
 func (ev *Evaluator) newAlert(rs *ruleState, ss *seriesState, bucket time.Time, v float64, band *Band, res *resolver) *Alert {
 	r := &rs.rule
 	s, client, server := describe(r.Level, ss.key, ss.topClient, res)
-	fp := fingerprint(r.ID, ss.key)
+	fp := ss.fp
 	a := &Alert{ID: fp + "-" + strconv.FormatInt(bucket.UnixMilli(), 10), Fingerprint: fp, Rule: r.ID, Kind: r.Kind,
 		Metric: r.Metric, Level: r.Level, Severity: r.Severity, State: StatePending, Series: s, Value: v, Band: band,
 		For: r.For.String(), ActiveAt: bucket, UpdatedAt: bucket.Add(step), Client: client, Server: server}

@@ -182,7 +182,13 @@ func value(m api.Metric, f *store.Figures) (v float64, ok bool) {
 		if f.Latency.Count() == 0 {
 			return 0, false
 		}
-		q := map[api.Metric]float64{api.MetricLatencyP50: 0.5, api.MetricLatencyP95: 0.95, api.MetricLatencyP99: 0.99}[m]
+		q := 0.5
+		switch m {
+		case api.MetricLatencyP95:
+			q = 0.95
+		case api.MetricLatencyP99:
+			q = 0.99
+		}
 		return f.Latency.Quantile(q) / 1000, true // the sketch answers in milliseconds
 	case api.MetricBytesPerSecond:
 		return float64(f.BytesToServer+f.BytesToClient) / stepSeconds, true
