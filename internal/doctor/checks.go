@@ -136,43 +136,39 @@ var (
 )
 
 func (r *run) checkBPFMaps(loaded bool) {
-	if !loaded {
-		r.add(notProbed("bpf.maps"))
-		return
-	}
-	var have, missing, broken []string
-	for _, m := range neededMaps {
-		err := r.h.ProbeMap(m.t)
-		switch {
-		case err == nil:
-			have = append(have, m.name)
-		case unsupported(err):
-			missing = append(missing, fmt.Sprintf("%s (%s+)", m.name, m.since))
-		default:
-			broken = append(broken, fmt.Sprintf("%s: %v", m.name, err))
-		}
-	}
-	r.add(probeList("bpf.maps", "map types", have, missing, broken))
+	r.checkFeatures(loaded, "bpf.maps", "map types", len(neededMaps), func(i int) (string, string, error) {
+		m := neededMaps[i]
+		return m.name, m.since, r.h.ProbeMap(m.t)
+	})
 }
 
 func (r *run) checkBPFHelpers(loaded bool) {
+	r.checkFeatures(loaded, "bpf.helpers", "helpers", len(neededHelpers), func(i int) (string, string, error) {
+		hp := neededHelpers[i]
+		return hp.name, hp.since, r.h.ProbeHelper(hp.f)
+	})
+}
+
+// checkFeatures probes n kernel features, each giving its name, the kernel that brought it and
+// the probe's answer, and reports them as one check: present, missing, or not answered.
+func (r *run) checkFeatures(loaded bool, name, what string, n int, probe func(i int) (feature, since string, err error)) {
 	if !loaded {
-		r.add(notProbed("bpf.helpers"))
+		r.add(notProbed(name))
 		return
 	}
 	var have, missing, broken []string
-	for _, hp := range neededHelpers {
-		err := r.h.ProbeHelper(hp.f)
+	for i := range n {
+		feature, since, err := probe(i)
 		switch {
 		case err == nil:
-			have = append(have, hp.name)
+			have = append(have, feature)
 		case unsupported(err):
-			missing = append(missing, fmt.Sprintf("%s (%s+)", hp.name, hp.since))
+			missing = append(missing, fmt.Sprintf("%s (%s+)", feature, since))
 		default:
-			broken = append(broken, fmt.Sprintf("%s: %v", hp.name, err))
+			broken = append(broken, fmt.Sprintf("%s: %v", feature, err))
 		}
 	}
-	r.add(probeList("bpf.helpers", "helpers", have, missing, broken))
+	r.add(probeList(name, what, have, missing, broken))
 }
 
 func probeList(name, what string, have, missing, broken []string) Check {
