@@ -486,13 +486,13 @@ func (ev *Evaluator) step(rs *ruleState, ss *seriesState, bucket time.Time, held
 		if end.Sub(a.ActiveAt) >= r.For {
 			ev.fire(a, end)
 			hist, out = append(hist, record(a)), append(out, ev.toNotify(a))
-			ev.requestEvidence(rs, ss, a, bucket)
+			ev.requestEvidence(ss, a, bucket)
 		}
 	case a != nil && held && a.State == StatePending:
 		if end.Sub(a.ActiveAt) >= r.For {
 			ev.fire(a, end)
 			hist, out = append(hist, record(a)), append(out, ev.toNotify(a))
-			ev.requestEvidence(rs, ss, a, bucket)
+			ev.requestEvidence(ss, a, bucket)
 		}
 	case a != nil && !held:
 		if a.State == StateFiring {

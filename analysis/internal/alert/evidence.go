@@ -26,7 +26,7 @@ const (
 
 // requestEvidence asks mix for an evidence subscription for a firing alert. Called with mu held;
 // mix is asked on another goroutine.
-func (ev *Evaluator) requestEvidence(rs *ruleState, ss *seriesState, a *Alert, bucket time.Time) {
+func (ev *Evaluator) requestEvidence(ss *seriesState, a *Alert, bucket time.Time) {
 	if ev.o.Evidence == nil {
 		return
 	}
