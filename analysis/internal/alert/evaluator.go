@@ -730,7 +730,9 @@ func (ev *Evaluator) newEdges(bucket time.Time, rows map[store.RollupKey]*store.
 			continue
 		}
 		ev.edges[e] = true
-		if bucket.Sub(ev.started) < ev.o.NewEdgeGrace {
+		// The bucket's end, not its start: a start that falls inside a bucket would otherwise
+		// hide an edge first seen after the grace, in the bucket that straddles its end.
+		if bucket.Add(step).Sub(ev.started) <= ev.o.NewEdgeGrace {
 			continue
 		}
 		s, client, server := describe(api.LevelEdge, seriesKey{source: k.Source, target: k.Target}, "", res)

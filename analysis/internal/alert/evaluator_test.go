@@ -355,6 +355,29 @@ func TestNewEdgeEvents(t *testing.T) {
 	}
 }
 
+// An analysis started inside a bucket: an edge first seen after the grace, in the bucket that
+// straddles the grace's end, is new; one whose bucket ended within the grace is not.
+func TestNewEdgeGraceOffBoundary(t *testing.T) {
+	h := newHarness(t, 30*time.Second)
+	start := t0.Add(5 * time.Second)
+	ev, err := New(context.Background(), Options{Source: h.src, Store: h.st, NewEdgeGrace: 30 * time.Second,
+		Now: func() time.Time { return start }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	early := store.RollupKey{Source: "app:web", Target: "ip:10.9.0.98", Transport: sdk.TransportTCP, Port: 5432}
+	late := store.RollupKey{Source: "app:web", Target: "ip:10.9.0.99", Transport: sdk.TransportTCP, Port: 5432}
+	h.src.add(t0.Add(2*step), store.LevelApp, early, store.Figures{Flows: 1}) // ends at start + 25 s
+	h.src.add(t0.Add(3*step), store.LevelApp, late, store.Figures{Flows: 1})  // ends at start + 35 s
+	for i := 0; i < 5; i++ {
+		ev.Evaluate(context.Background(), t0.Add(time.Duration(i)*step))
+	}
+	evs, err := ev.Events(context.Background(), time.Time{}, 10)
+	if err != nil || len(evs) != 1 || !strings.HasSuffix(evs[0].Series.Name, "10.9.0.99") {
+		t.Fatalf("events %+v, %v; want one, for the edge to 10.9.0.99", evs, err)
+	}
+}
+
 func TestEvidence(t *testing.T) {
 	h := newHarness(t, time.Hour)
 	h.src.socks = []engine.Socket{{Client: netip.MustParseAddr("10.9.0.10"), Server: netip.MustParseAddr("10.9.0.20"), Transport: sdk.TransportTCP, Port: 8080}}
