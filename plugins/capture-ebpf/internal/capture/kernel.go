@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -181,23 +180,4 @@ func removeStaleTC(ifindex int) {
 			}
 		}
 	}
-}
-
-// clock converts the kernel's monotonic timestamps (bpf_ktime_get_ns) to wall-clock time.
-type clock struct {
-	wall time.Time
-	mono int64
-}
-
-func now() clock {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return clock{wall: time.Now(), mono: ts.Nano()}
-}
-
-func (c clock) at(mono uint64) time.Time {
-	if mono == 0 {
-		return time.Time{}
-	}
-	return c.wall.Add(time.Duration(int64(mono) - c.mono)).UTC()
 }
