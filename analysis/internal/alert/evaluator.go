@@ -67,7 +67,11 @@ type Options struct {
 	// analysis with an empty store would otherwise call every edge new.
 	NewEdgeGrace time.Duration // default 2m
 	// KnownEdges is how far back the store is read at the start for edges already seen.
-	KnownEdges  time.Duration // default 30 days
+	KnownEdges time.Duration // default 30 days
+	// WarmUp bounds how much history a forecast rule learns from before its first evaluation
+	// (after a start, a new or changed rule, new prediction settings): a season plus
+	// min_history, at most this. Keep it within the 10 s rollups' retention.
+	WarmUp      time.Duration // default 1h; negative: none
 	MaxSeries   int           // series kept over all rules; default 50,000
 	MaxEdges    int           // known edges kept; default 200,000
 	ExternalURL string        // the UI, for links in alerts
@@ -89,6 +93,9 @@ func (o Options) withDefaults() Options {
 		o.NewEdgeGrace = 0
 	} else if o.NewEdgeGrace == 0 {
 		o.NewEdgeGrace = 2 * time.Minute
+	}
+	if o.WarmUp == 0 {
+		o.WarmUp = time.Hour
 	}
 	if o.KnownEdges <= 0 {
 		o.KnownEdges = 30 * 24 * time.Hour
@@ -134,6 +141,8 @@ type Evaluator struct {
 	restored map[string]*Alert // firing alerts read back at the start, by fingerprint
 	rulesSet bool
 
+	warming sync.WaitGroup // forecast warm-ups under way
+
 	evMu    sync.Mutex
 	watches map[string]*watch // evidence subscriptions by id
 	pending atomic.Int32      // watches waiting for an event
@@ -146,7 +155,7 @@ type counters struct {
 	seriesDropped, edgesDropped                       atomic.Uint64
 	fired, resolved, events                           atomic.Uint64
 	evidenceRequested, evidenceCaptured, evidenceNone atomic.Uint64
-	evidenceFailed, historyErrors                     atomic.Uint64
+	evidenceFailed, historyErrors, warmUps            atomic.Uint64
 }
 
 type ruleState struct {
@@ -155,6 +164,8 @@ type ruleState struct {
 	src    store.Level
 	params *forecast.Params // forecast rules
 	series map[seriesKey]*seriesState
+	// warm: the forecasts start afresh and learn the stored history first (see warmUp).
+	warm bool
 }
 
 type seriesState struct {
@@ -232,6 +243,7 @@ func (ev *Evaluator) SetRules(rules []api.Rule) {
 		rs := &ruleState{rule: r, def: string(def), src: rowSource(&r), series: map[seriesKey]*seriesState{}}
 		if r.Kind == api.KindForecast {
 			rs.params = forecast.NewParams(ev.settings, step, r.Band, minDev(r.Metric))
+			rs.warm = true
 		}
 		next = append(next, rs)
 	}
@@ -257,6 +269,7 @@ func (ev *Evaluator) SetSettings(s api.PredictionSettings) {
 			continue
 		}
 		rs.params = forecast.NewParams(s, step, rs.rule.Band, minDev(rs.rule.Metric))
+		rs.warm = true
 		for _, ss := range rs.series {
 			ss.model = nil
 			ss.ring = ss.ring[:0]
@@ -336,6 +349,10 @@ func (ev *Evaluator) Evaluate(ctx context.Context, bucket time.Time) {
 	hist = append(hist, ev.newEdges(bucket, rows[store.LevelApp], res)...)
 
 	for _, rs := range ev.rules {
+		if rs.warm {
+			rs.warm = false
+			ev.warmUp(ctx, rs, bucket)
+		}
 		h, o := ev.evaluateRule(ctx, rs, bucket, rows[rs.src], res)
 		hist = append(hist, h...)
 		out = append(out, o...)
@@ -359,13 +376,57 @@ func (ev *Evaluator) Evaluate(ctx context.Context, bucket time.Time) {
 func (ev *Evaluator) evaluateRule(ctx context.Context, rs *ruleState, bucket time.Time, rows map[store.RollupKey]*store.Figures,
 	res *resolver) (hist []store.AlertRecord, out []notify.Alert) {
 	r := &rs.rule
-	type agg struct {
-		f       store.Figures
-		top     string
-		topW    uint64
-		clients map[string]uint64
+	series := ev.collect(rs, bucket, rows, res)
+	for sk, ss := range rs.series {
+		v, ok := seriesValue(r.Metric, series[sk])
+		held, band := false, (*Band)(nil)
+		switch r.Kind {
+		case api.KindThreshold:
+			held = ok && r.Op.Holds(v, r.Value)
+		case api.KindForecast:
+			p, has := observe(rs, ss, bucket, v, ok)
+			if !has {
+				break
+			}
+			band = &Band{Forecast: finite(p.Forecast), Lower: finite(p.Lower), Upper: finite(p.Upper), Deviations: rs.params.Band}
+			// OutRun counts the run of points out of band on one side, which a point back in the
+			// band but still far out on that side does not end; the side is the value's.
+			side := v > p.Forecast && r.Direction != api.DirectionBelow || v < p.Forecast && r.Direction != api.DirectionAbove
+			held = p.Ready && side && ss.model.OutRun() >= forecast.Confirm
+		}
+		h, o := ev.step(rs, ss, bucket, held, v, ok, band, res)
+		hist = append(hist, h...)
+		out = append(out, o...)
+		ev.forgetIdle(rs, ss, bucket)
 	}
-	series := map[seriesKey]*agg{}
+	return hist, out
+}
+
+// seriesAgg is one series' figures in one bucket, with its busiest client (node-like levels).
+type seriesAgg struct {
+	f       store.Figures
+	top     string
+	topW    uint64
+	clients map[string]uint64
+}
+
+// collect adds the bucket's rows up into the rule's series, and starts tracking series seen
+// for the first time (as many as ev admits).
+func (ev *Evaluator) collect(rs *ruleState, bucket time.Time, rows map[store.RollupKey]*store.Figures, res *resolver) map[seriesKey]*seriesAgg {
+	return collectInto(rs, bucket, rows, res, func() bool {
+		if ev.nseries >= ev.o.MaxSeries {
+			ev.c.seriesDropped.Add(1)
+			return false
+		}
+		ev.nseries++
+		return true
+	})
+}
+
+// collectInto is collect with the admission of new series decided by admit.
+func collectInto(rs *ruleState, bucket time.Time, rows map[store.RollupKey]*store.Figures, res *resolver, admit func() bool) map[seriesKey]*seriesAgg {
+	r := &rs.rule
+	series := map[seriesKey]*seriesAgg{}
 	for k, f := range rows {
 		if !selects(&r.Selector, rs.src, &k, res) {
 			continue
@@ -373,7 +434,7 @@ func (ev *Evaluator) evaluateRule(ctx context.Context, rs *ruleState, bucket tim
 		sk := keyOf(r.Level, &k)
 		a := series[sk]
 		if a == nil {
-			a = &agg{}
+			a = &seriesAgg{}
 			series[sk] = a
 		}
 		a.f.Add(f)
@@ -390,64 +451,182 @@ func (ev *Evaluator) evaluateRule(ctx context.Context, rs *ruleState, bucket tim
 	for sk, a := range series {
 		ss := rs.series[sk]
 		if ss == nil {
-			if ev.nseries >= ev.o.MaxSeries {
-				ev.c.seriesDropped.Add(1)
+			if !admit() {
 				continue
 			}
 			ss = &seriesState{key: sk, fp: fingerprint(r.ID, sk)}
 			rs.series[sk] = ss
-			ev.nseries++
 		}
 		ss.lastData = bucket
 		if a.top != "" {
 			ss.topClient = a.top
 		}
 	}
-	for sk, ss := range rs.series {
-		var v float64
-		var ok bool
-		if a := series[sk]; a != nil {
-			v, ok = value(r.Metric, &a.f)
-		} else if isRate(r.Metric) {
-			v, ok = 0, true // it had traffic and has none now
+	return series
+}
+
+// seriesValue is the metric's value for a series in a bucket (a nil: no rows there). A rate
+// series without rows is 0 — it had traffic and has none now; a ratio or a latency is unknown.
+func seriesValue(m api.Metric, a *seriesAgg) (float64, bool) {
+	if a != nil {
+		return value(m, &a.f)
+	}
+	if isRate(m) {
+		return 0, true
+	}
+	return 0, false
+}
+
+// observe has a series' forecast learn its value in the bucket (ok false: unknown there) and
+// gives the forecast for the bucket; false when there is none yet or the value is unknown.
+func observe(rs *ruleState, ss *seriesState, bucket time.Time, v float64, ok bool) (forecast.Point, bool) {
+	if ss.model == nil {
+		// A series' first bucket is partial (its traffic began somewhere in it, or the
+		// evaluator did): learning it would start the level, the first season and the
+		// deviation on a value the series never really had.
+		if !ss.started {
+			ss.started = true
+			return forecast.Point{}, false
 		}
-		held, band := false, (*Band)(nil)
-		switch r.Kind {
-		case api.KindThreshold:
-			held = ok && r.Op.Holds(v, r.Value)
-		case api.KindForecast:
-			if ss.model == nil {
-				// A series' first bucket is partial (its traffic began somewhere in it, or the
-				// evaluator did): learning it would start the level, the first season and the
-				// deviation on a value the series never really had.
-				if !ss.started {
-					ss.started = true
-					break
+		ss.model = forecast.NewModel(rs.params, bucket)
+	}
+	if !ok {
+		ss.model.Skip(bucket)
+		return forecast.Point{}, false
+	}
+	p := ss.model.Observe(bucket, v)
+	ss.remember(ForecastPoint{T: bucket.UnixMilli(), Value: v, Forecast: finite(p.Forecast), Lower: finite(p.Lower), Upper: finite(p.Upper), Ready: p.Ready})
+	return p, true
+}
+
+// forgetIdle drops a series without data for seriesIdle, unless it has an alert.
+func (ev *Evaluator) forgetIdle(rs *ruleState, ss *seriesState, bucket time.Time) {
+	if ss.alert == nil && bucket.Sub(ss.lastData) > seriesIdle {
+		delete(rs.series, ss.key)
+		ev.nseries--
+	}
+}
+
+// warmUp has a forecast rule whose forecasts start afresh learn from the history the source
+// still holds — a season plus min_history, at most Options.WarmUp, before the first bucket it
+// evaluates — so that a restart or a changed rule does not leave it blind until min_history
+// has passed again. Reading hours of history for thousands of series takes seconds (see
+// BenchmarkWarmUpFromStore), so it is learned apart, without the evaluator's lock: models of
+// their own, brought up to the buckets evaluated meanwhile, then put in place of the models
+// the live evaluation started (which, without history, could not alert yet). A bucket without
+// any row at the rule's level is a gap in what analysis received (it was down), not a quiet
+// network: the forecasts skip it. Nothing is alerted on history.
+func (ev *Evaluator) warmUp(ctx context.Context, rs *ruleState, first time.Time) {
+	if ev.o.WarmUp <= 0 {
+		return
+	}
+	ev.warming.Add(1)
+	go func() {
+		defer ev.warming.Done()
+		ev.mu.Lock()
+		res := newResolver(ev.catalog)
+		ev.mu.Unlock()
+		// The rule as it is now; rs.params is replaced (and a new warm-up begun) when the
+		// prediction settings change, which makes this one moot.
+		own := &ruleState{rule: rs.rule, src: rs.src, params: rs.params, series: map[seriesKey]*seriesState{}}
+		span := min(own.params.Season+own.params.MinHistory, ev.o.WarmUp).Truncate(step)
+		began := time.Now()
+		learned := 0
+		from, to := first.Add(-span), first
+		for {
+			n, err := ev.learn(ctx, own, from, to, res)
+			learned += n
+			if err != nil {
+				if ctx.Err() == nil { // not the evaluator stopping
+					ev.c.evalErrors.Add(1)
+					ev.log.Warn("reading history for a forecast rule failed; it learns from now on", "rule", own.rule.ID, "err", err)
 				}
-				ss.model = forecast.NewModel(rs.params, bucket)
+				return
 			}
-			if !ok {
-				ss.model.Skip(bucket)
-				break
+			ev.mu.Lock()
+			if !ev.last.Before(to) { // buckets were evaluated meanwhile: learn them too
+				from, to = to, ev.last.Add(step)
+				ev.mu.Unlock()
+				continue
 			}
-			p := ss.model.Observe(bucket, v)
-			ss.remember(ForecastPoint{T: bucket.UnixMilli(), Value: v, Forecast: finite(p.Forecast), Lower: finite(p.Lower), Upper: finite(p.Upper), Ready: p.Ready})
-			band = &Band{Forecast: finite(p.Forecast), Lower: finite(p.Lower), Upper: finite(p.Upper), Deviations: rs.params.Band}
-			// OutRun counts the run of points out of band on one side, which a point back in the
-			// band but still far out on that side does not end; the side is the value's.
-			side := v > p.Forecast && r.Direction != api.DirectionBelow || v < p.Forecast && r.Direction != api.DirectionAbove
-			held = p.Ready && side && ss.model.OutRun() >= forecast.Confirm
+			installed := ev.install(rs, own)
+			ev.mu.Unlock()
+			if installed {
+				ev.c.warmUps.Add(1)
+				ev.log.Info("forecast rule learned from history", "rule", own.rule.ID, "buckets", learned,
+					"series", len(own.series), "took", time.Since(began).Round(time.Millisecond))
+			}
+			return
 		}
-		h, o := ev.step(rs, ss, bucket, held, v, ok, band, res)
-		hist = append(hist, h...)
-		out = append(out, o...)
-		if ss.alert == nil && bucket.Sub(ss.lastData) > seriesIdle {
-			delete(rs.series, sk)
-			ev.nseries--
+	}()
+}
+
+// learn has own's forecasts learn the buckets in [from, to), giving how many had rows.
+func (ev *Evaluator) learn(ctx context.Context, own *ruleState, from, to time.Time, res *resolver) (int, error) {
+	learned := 0
+	rows := map[store.RollupKey]*store.Figures{}
+	for b := from; b.Before(to); b = b.Add(step) {
+		if err := ctx.Err(); err != nil {
+			return learned, err
+		}
+		clear(rows)
+		err := ev.o.Source.Bucket(ctx, b, own.src, func(k *store.RollupKey, f *store.Figures) {
+			if cur := rows[*k]; cur != nil {
+				cur.Add(f)
+				return
+			}
+			c := &store.Figures{}
+			c.Add(f)
+			rows[*k] = c
+		})
+		if err != nil {
+			return learned, fmt.Errorf("reading the bucket at %s: %w", b.Format(time.RFC3339), err)
+		}
+		if len(rows) == 0 {
+			for _, ss := range own.series {
+				if ss.model != nil {
+					ss.model.Skip(b)
+				}
+			}
+			continue
+		}
+		learned++
+		series := collectInto(own, b, rows, res, func() bool { return len(own.series) < ev.o.MaxSeries })
+		for sk, ss := range own.series {
+			v, ok := seriesValue(own.rule.Metric, series[sk])
+			observe(own, ss, b, v, ok)
+			if b.Sub(ss.lastData) > seriesIdle {
+				delete(own.series, sk)
+			}
 		}
 	}
-	return hist, out
+	return learned, nil
 }
+
+// install puts the forecasts own learned in place of rs's, if rs is still the rule evaluated
+// with the same parameters. Called with ev.mu held.
+func (ev *Evaluator) install(rs *ruleState, own *ruleState) bool {
+	if rs.params != own.params || !slices.Contains(ev.rules, rs) {
+		return false
+	}
+	for sk, w := range own.series {
+		ss := rs.series[sk]
+		if ss == nil {
+			if ev.nseries >= ev.o.MaxSeries {
+				ev.c.seriesDropped.Add(1)
+				continue
+			}
+			ss = &seriesState{key: sk, fp: w.fp, lastData: w.lastData, topClient: w.topClient}
+			rs.series[sk] = ss
+			ev.nseries++
+		}
+		ss.model, ss.started, ss.ring, ss.ringNext = w.model, w.started, w.ring, w.ringNext
+	}
+	return true
+}
+
+// WaitWarmUps waits for the forecast warm-ups under way (tests use it).
+func (ev *Evaluator) WaitWarmUps() { ev.warming.Wait() }
 
 func (ss *seriesState) remember(p ForecastPoint) {
 	if len(ss.ring) < forecastPoints {

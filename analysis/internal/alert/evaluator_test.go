@@ -170,6 +170,7 @@ func (h *harness) eval(i int) {
 	b := t0.Add(time.Duration(i) * step)
 	h.clock = b.Add(step + 3*time.Second)
 	h.ev.Evaluate(context.Background(), b)
+	h.ev.WaitWarmUps()
 }
 
 var webAPI = store.RollupKey{Source: "app:web", Target: "app:api", Transport: sdk.TransportTCP, Port: 8080}
@@ -321,6 +322,52 @@ func TestForecastDrop(t *testing.T) {
 	last := fc[0].Points[len(fc[0].Points)-1]
 	if last.Value != 0 || !last.Ready || last.Lower <= 0 {
 		t.Errorf("last forecast point %+v", last)
+	}
+}
+
+// A forecast rule learns the history the source still holds before its first evaluation, so a
+// restarted analysis (or a new rule) alerts on a drop at once instead of after min_history.
+func TestForecastWarmUp(t *testing.T) {
+	h := newHarness(t, time.Hour)
+	s := api.DefaultPredictionSettings()
+	s.Season, s.MinHistory = time.Minute, 5*time.Minute
+	h.ev.SetSettings(s)
+	// GIVEN 6 minutes of history before the first evaluation, 9 to 11 requests a second, with a
+	// minute in it when analysis received nothing at all (it was down)
+	gap := func(i int) bool { return i >= -24 && i < -18 }
+	for i := -36; i <= 0; i++ {
+		if !gap(i) {
+			h.src.add(t0.Add(time.Duration(i)*step), store.LevelApp, webAPI, store.Figures{Requests: uint64(90 + ((i+36)*7)%21)})
+		}
+	}
+	h.ev.SetRules([]api.Rule{rule(t, `{"id":"traffic","kind":"forecast","metric":"request_rate","level":"edge","severity":"warning","direction":"below"}`)})
+	// WHEN the rule is first evaluated, and the client stops right after
+	fired := -1
+	for i := 0; i < 5 && fired < 0; i++ {
+		h.eval(i)
+		for _, a := range h.ev.Active() {
+			if a.State == StateFiring {
+				fired = i
+			}
+		}
+	}
+	// THEN the alert fires two buckets into the drop, the history counting towards min_history
+	if fired != 2 {
+		t.Fatalf("fired at bucket %d, want 2 (without the history the forecast would not be ready for 5 minutes)", fired)
+	}
+	if n := h.ev.Counters()["forecast_warm_ups"]; n != 1 {
+		t.Errorf("%d warm-ups counted, want 1", n)
+	}
+	// AND the chart shows the history, without the buckets of the gap, which were not learned
+	fc := h.ev.Forecasts("app:web", "app:api")
+	if len(fc) != 1 || len(fc[0].Points) < 25 {
+		t.Fatalf("forecasts %+v, want the history's points", fc)
+	}
+	for _, p := range fc[0].Points {
+		i := int(time.UnixMilli(p.T).Sub(t0) / step)
+		if gap(i) {
+			t.Errorf("a forecast point at bucket %d, in the gap: %+v", i, p)
+		}
 	}
 }
 
@@ -495,5 +542,68 @@ func TestRestartKeepsFiringAlerts(t *testing.T) {
 	hist, _ := ev2.History(context.Background(), "", time.Time{}, 10)
 	if len(hist) != 1 || hist[0].ID != before[0].ID || hist[0].State != StateResolved {
 		t.Errorf("history %+v", hist)
+	}
+}
+
+// The warm-up through the real engine and SQLite store: history older than what the engine
+// keeps in memory is read back from the store, and the restarted evaluator alerts on a drop at
+// once.
+func TestForecastWarmUpFromStore(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.OpenSQLite(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	// GIVEN 20 minutes of stored rollups of web → api, 9 to 11 requests a second, ending at t0
+	var rows []store.Rollup
+	for i := -120; i < 0; i++ {
+		k := webAPI
+		k.Level = store.LevelApp
+		rows = append(rows, store.Rollup{Bucket: t0.Add(time.Duration(i) * step), Key: k,
+			Figures: store.Figures{Flows: 1, Requests: uint64(90 + ((i+120)*7)%21)}})
+	}
+	if err := st.WriteRollups(ctx, store.Res10s, rows); err != nil {
+		t.Fatal(err)
+	}
+	// WHEN analysis starts at t0 with a forecast rule (a season of 5 minutes, 10 of history)
+	clock := t0.Add(3 * time.Second)
+	eng, err := engine.New(ctx, engine.Options{Store: st, Now: func() time.Time { return clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { eng.Close() })
+	ev, err := New(ctx, Options{Source: eng, Store: st, NewEdgeGrace: -1, Now: func() time.Time { return clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := api.DefaultPredictionSettings()
+	s.Season, s.MinHistory = 5*time.Minute, 10*time.Minute
+	ev.SetSettings(s)
+	ev.SetRules([]api.Rule{rule(t, `{"id":"traffic","kind":"forecast","metric":"request_rate","level":"edge","severity":"warning","direction":"below"}`)})
+	// AND the client has stopped: the buckets from t0 on are empty
+	fired := -1
+	for i := 0; i < 5 && fired < 0; i++ {
+		b := t0.Add(time.Duration(i) * step)
+		clock = b.Add(step + 3*time.Second)
+		ev.Evaluate(ctx, b)
+		ev.WaitWarmUps()
+		for _, a := range ev.Active() {
+			if a.State == StateFiring {
+				fired = i
+			}
+		}
+	}
+	// THEN the forecast, learned from the 15 minutes of history the warm-up reads, is ready,
+	// and alerts two buckets into the drop
+	if fired != 2 {
+		t.Fatalf("fired at bucket %d, want 2; forecasts %+v", fired, ev.Forecasts("app:web", "app:api"))
+	}
+	fc := ev.Forecasts("app:web", "app:api")
+	if len(fc) != 1 || len(fc[0].Points) < 80 {
+		t.Fatalf("forecasts %+v, want the history's points", fc)
+	}
+	if oldest := time.UnixMilli(fc[0].Points[0].T); oldest.After(t0.Add(-10 * time.Minute)) {
+		t.Errorf("the oldest point charted is at %s: the history past the engine's memory was not read", oldest)
 	}
 }

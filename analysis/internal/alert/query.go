@@ -195,5 +195,6 @@ func (ev *Evaluator) Counters() map[string]uint64 {
 		"evidence_none":             c.evidenceNone.Load(),
 		"evidence_failed":           c.evidenceFailed.Load(),
 		"history_write_errors":      c.historyErrors.Load(),
+		"forecast_warm_ups":         c.warmUps.Load(),
 	}
 }
