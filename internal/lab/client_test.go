@@ -82,8 +82,10 @@ func TestTrafficConnections(t *testing.T) {
 	if lo, hi := n/5-1, n/5+2; c < lo || c > hi {
 		t.Errorf("%d connections for %d requests, want %d to %d", c, n, lo, hi)
 	}
-	if tr.sent != n {
-		t.Errorf("the client counted %d requests, the server %d", tr.sent, n)
+	// Every request the server saw was counted by the client; the one a user had in flight when
+	// the context ended is counted (an error) whether or not it reached the server.
+	if d := tr.sent - n; d < 0 || d > int64(tr.users) {
+		t.Errorf("the client counted %d requests, the server %d; want the same, or %d more in flight at the end", tr.sent, n, tr.users)
 	}
 	mu.Lock()
 	defer mu.Unlock()
