@@ -389,10 +389,11 @@ func (ev *Evaluator) evaluateRule(ctx context.Context, rs *ruleState, bucket tim
 				break
 			}
 			band = &Band{Forecast: finite(p.Forecast), Lower: finite(p.Lower), Upper: finite(p.Upper), Deviations: rs.params.Band}
-			// OutRun counts the run of points out of band on one side, which a point back in the
-			// band but still far out on that side does not end; the side is the value's.
+			// Confirmed: a run of points out of band on one side (which a point back in the band
+			// but still far out on that side does not end) long or far enough; the side is the
+			// value's.
 			side := v > p.Forecast && r.Direction != api.DirectionBelow || v < p.Forecast && r.Direction != api.DirectionAbove
-			held = p.Ready && side && ss.model.OutRun() >= forecast.Confirm
+			held = p.Ready && side && ss.model.Confirmed()
 		}
 		h, o := ev.step(rs, ss, bucket, held, v, ok, band, res)
 		hist = append(hist, h...)

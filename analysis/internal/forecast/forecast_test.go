@@ -114,17 +114,17 @@ func run(s *scenario, p *Params) outcome {
 	const season, window = 360, 30
 	m := NewModel(p, t0)
 	o := outcome{detected: make([]bool, len(s.anomalies))}
-	prevRun := 0
+	was := false // the condition held at the previous point
 	var sumWindow float64
 	for i, v := range s.value {
 		pt := m.Observe(t0.Add(time.Duration(i)*step), v)
-		runNow := m.OutRun()
-		started := runNow >= Confirm && prevRun < Confirm
-		prevRun = runNow
+		confirmed := m.Confirmed()
+		started := confirmed && !was
+		was = confirmed
 		a := s.anomalyOf[i]
 		switch {
 		case a >= 0:
-			if runNow >= Confirm && pt.Out == s.anomalies[a].sign {
+			if confirmed && pt.Out == s.anomalies[a].sign {
 				o.detected[a] = true
 			}
 		default:
@@ -159,12 +159,13 @@ func hourly(band float64) *Params {
 }
 
 // TestAnomalies is the acceptance test: on four days of a noisy seasonal series (five seeds, 200
-// anomalies in all) every anomaly is alerted on, false alerts stay under the bound, and the
-// forecast beats two naive baselines. The bound is one false alert per 10,000 normal points for
-// Gaussian and Laplace noise. For Student-t noise with 5 degrees of freedom it does not hold at
-// a band of 3 (the rate is about 1.2): a value beyond 3σ is 4 times as likely as for Gaussian
-// noise, and two close together about 20 times, so the bound there is 2. A band of 3.5 brings
-// it to 0.4, at the price of missing some 5σ anomalies of a few points (4 of 200).
+// anomalies in all) every anomaly is alerted on, false alerts stay under one per 10,000 normal
+// points, and the forecast beats two naive baselines — for Gaussian noise and for two with
+// heavier tails, Laplace and Student-t with 5 degrees of freedom, where a value beyond 3σ is 4
+// to 5 times as likely. The heavier tails hold the bound thanks to confirmExcess: before it they
+// raised 0.71 and 1.12 false alerts per 10,000 points with these seeds (1.42 and 0.92 with the
+// 40 of TestAnomaliesOtherSeeds), with it 0.41 and 0.47 (0.87 and 0.47). A band of 3.5 instead
+// brought Student-t's to 0.4 but missed 4 of the 200 anomalies.
 func TestAnomalies(t *testing.T) {
 	for _, tc := range []struct {
 		noise    noise
@@ -173,7 +174,7 @@ func TestAnomalies(t *testing.T) {
 	}{
 		{gaussian, 3, 1},
 		{laplace, 3, 1},
-		{studentT, 3, 2},
+		{studentT, 3, 1},
 	} {
 		t.Run(fmt.Sprintf("%s/band%v", tc.noise.name, tc.band), func(t *testing.T) {
 			const seeds = 5
@@ -210,17 +211,52 @@ func TestAnomalies(t *testing.T) {
 	}
 }
 
+// TestAnomaliesOtherSeeds runs the acceptance scenario with 40 seeds the model was not tuned
+// on (1,600 anomalies a noise shape), so that the bounds above are not an accident of five
+// seeds: false alerts under one per 10,000 normal points for every shape, and at most 0.5% of
+// the anomalies missed — those there are are 5σ anomalies of a few points that the noise pulls
+// back into the band (7, 5 and 2 of 1,600 when this was written).
+func TestAnomaliesOtherSeeds(t *testing.T) {
+	if testing.Short() {
+		t.Skip("40 scenarios a noise shape")
+	}
+	for _, nz := range []noise{gaussian, laplace, studentT} {
+		t.Run(nz.name, func(t *testing.T) {
+			var missed, anomalies, falseAlerts, normal int
+			for seed := uint64(100); seed < 140; seed++ {
+				o := run(newScenario(seed, 4, nz, false), hourly(3))
+				for _, d := range o.detected {
+					anomalies++
+					if !d {
+						missed++
+					}
+				}
+				falseAlerts += o.falseAlerts
+				normal += o.normalReady
+			}
+			rate := float64(falseAlerts) / float64(normal) * 1e4
+			t.Logf("%d/%d anomalies missed; %d false alerts in %d normal points (%.2f per 10,000)", missed, anomalies, falseAlerts, normal, rate)
+			if rate > 1 {
+				t.Errorf("%.2f false alerts per 10,000 normal points, want at most 1", rate)
+			}
+			if missed*200 > anomalies {
+				t.Errorf("%d of %d anomalies missed, want at most 0.5%%", missed, anomalies)
+			}
+		})
+	}
+}
+
 // TestAnomaliesEWMA runs the acceptance test's series without the season through method ewma,
 // which forecasts with the level alone. Its forecast lags a little more behind the noise than
-// Holt-Winters', so the false alerts bound is looser for the heavier tail: Laplace noise gives
-// about 1.2 per 10,000 points.
+// Holt-Winters', so Laplace noise gives more false alerts (0.65 per 10,000 points; 1.2 before
+// confirmExcess), still under the bound.
 func TestAnomaliesEWMA(t *testing.T) {
 	for _, tc := range []struct {
 		noise    noise
 		maxFalse float64 // false alerts per 10,000 normal points
 	}{
 		{gaussian, 1},
-		{laplace, 2},
+		{laplace, 1},
 	} {
 		t.Run(tc.noise.name, func(t *testing.T) {
 			p := NewParams(settings(time.Hour, time.Hour, api.MethodEWMA), step, 0, 0.1)
@@ -498,12 +534,12 @@ func TestLevelShiftAndSpike(t *testing.T) {
 						t.Fatalf("point %d of the change: forecast %.2f, want the old level %.2f", k, pt.Forecast, clean(i))
 					}
 				case tc.learned && k >= adoptAfter+10 && k < tc.length:
-					if m.OutRun() >= Confirm {
+					if m.Confirmed() {
 						t.Fatalf("point %d of the shift: still alerting (OutRun %d, forecast %.2f for %.2f)", k, m.OutRun(), pt.Forecast, v)
 					}
 				case !tc.learned && k >= tc.length:
 					// After the spike: back on the old level, no alert.
-					if m.OutRun() >= Confirm {
+					if m.Confirmed() {
 						t.Fatalf("point %d after the spike: alerting (forecast %.2f for %.2f)", k-tc.length, pt.Forecast, v)
 					}
 				}
@@ -615,7 +651,7 @@ func TestStartThenDrop(t *testing.T) {
 						if !partial && i >= stop && pt.Forecast < 15 {
 							t.Errorf("seed %d, %d steady buckets: the forecast followed the drop to %.2f at point %d", seed, steady, pt.Forecast, i)
 						}
-						if m.OutRun() >= Confirm && confirmed < 0 {
+						if m.Confirmed() && confirmed < 0 {
 							confirmed = i
 						}
 					}
@@ -652,8 +688,9 @@ func TestSteadyStarts(t *testing.T) {
 		// 0.2 false alerts per 10,000 points: of 100 such series, 17 had one or two. The first
 		// 200 points are allowed twice that: the deviation rests on a few values and the
 		// seasonal indices on one season, and about one start in a hundred alerts in its first
-		// five minutes (1.2 per 10,000 points here, 0.6 to 1.3 with other seeds; a band from the
-		// median absolute deviation of the first residuals raised 2.7 without the ramp).
+		// five minutes (0.8 per 10,000 points here, 1.2 before confirmExcess; 0.6 to 1.3 with other
+		// seeds before it; a band from the median absolute deviation of the first residuals raised
+		// 2.7 without the ramp).
 		maxFalse float64
 	}{
 		{"1,000 starts of 200 points", 1000, 200, 2},
@@ -664,7 +701,7 @@ func TestSteadyStarts(t *testing.T) {
 			for seed := uint64(1); seed <= uint64(tc.series); seed++ {
 				r := rand.New(rand.NewPCG(seed, 20))
 				m := NewModel(lab(), t0)
-				prevRun := 0
+				was := false
 				for i := range tc.points {
 					v := rate(r, 20)
 					if i == 0 {
@@ -673,10 +710,10 @@ func TestSteadyStarts(t *testing.T) {
 					if m.Observe(at(i), v).Ready {
 						ready++
 					}
-					if run := m.OutRun(); run >= Confirm && prevRun < Confirm {
+					if now := m.Confirmed(); now && !was {
 						falseAlerts++
 					}
-					prevRun = m.OutRun()
+					was = m.Confirmed()
 				}
 			}
 			perTenThousand := float64(falseAlerts) / float64(ready) * 1e4
@@ -738,7 +775,7 @@ func TestFirstSeason(t *testing.T) {
 			if (m.phase == phaseHW) != (i >= adopted+360) {
 				t.Fatalf("point %d: Holt-Winters phase %v", i, m.phase == phaseHW)
 			}
-			if i > adopted+10 && m.OutRun() >= Confirm {
+			if i > adopted+10 && m.Confirmed() {
 				t.Fatalf("point %d: alerting on the new level", i)
 			}
 		}
