@@ -171,8 +171,8 @@ type alertJSON struct {
 // api answers half its requests with 500 → the error-ratio rule fires within its "for" plus 15 s
 // and the owners' webhook gets Alertmanager's payload naming both owners; the alert carries a flow
 // trace captured after it fired by a narrow subscription that then expires by itself; the alert
-// resolves when api recovers; db calling api, which it never did, is a new-edge event; the client
-// stopping raises the forecast rule's alert.
+// resolves when api recovers; db calling api, which it never did, is a new-edge event and the
+// new_edge rule's alert reaches the webhook; the client stopping raises the forecast rule's alert.
 func TestAlertsLive(t *testing.T) {
 	l := newThreeTier(t)
 	m := startMixHTTP(t)
@@ -196,7 +196,8 @@ func TestAlertsLive(t *testing.T) {
 	 {"id":"api-errors","kind":"threshold","metric":"error_ratio","level":"edge","selector":{"server_app":"orders-api"},
 	  "op":">","value":0.2,"for":"20s","severity":"critical","annotations":{"runbook":"https://runbooks.example/orders"}},
 	 {"id":"shop-traffic","kind":"forecast","metric":"request_rate","level":"edge",
-	  "selector":{"client_app":"shop-client","server_app":"orders-api"},"direction":"below","severity":"warning"}]`)
+	  "selector":{"client_app":"shop-client","server_app":"orders-api"},"direction":"below","severity":"warning"},
+	 {"id":"new-api-clients","kind":"new_edge","selector":{"server_app":"orders-api"},"severity":"info"}]`)
 	apply("sub", `{"id":"lab","spec":{"L7":["HTTP"]}}`)
 
 	cfg := filepath.Join(dir, "analysis.yaml")
@@ -267,6 +268,7 @@ plugins:
 		resp.Body.Close()
 	}
 	direct.CloseIdleConnections()
+	dbCalled := time.Now()
 
 	// Errors: half of api's answers fail from now.
 	l.failEvery.Store(2)
@@ -289,6 +291,19 @@ plugins:
 	if fa.Annotations["client_contact"] != "web@example.com" || fa.Annotations["server_contact"] != "api@example.com" ||
 		fa.Annotations["runbook"] != "https://runbooks.example/orders" || !strings.Contains(fa.Annotations["summary"], "API team") {
 		t.Errorf("annotations %v", fa.Annotations)
+	}
+
+	// The new edge was also an alert of the new_edge rule, sent to the owners when first seen
+	// (within a bucket, the evaluation delay and the grouping).
+	np, ni, newAt := hook.wait(t, "new-api-clients", "firing", 5*time.Second)
+	if took := newAt.Sub(dbCalled); took > 20*time.Second {
+		t.Errorf("new-api-clients reached the webhook %s after db first called api; want within 20 s", took)
+	}
+	t.Logf("new-api-clients reached the webhook %s after db first called api", newAt.Sub(dbCalled).Round(time.Second))
+	if na := np.Alerts[ni]; na.Labels["client"] != "orders-db" || na.Labels["server"] != "orders-api" ||
+		na.Labels["client_owner"] != "DB team" || na.Labels["server_owner"] != "API team" ||
+		!strings.HasPrefix(na.Annotations["summary"], "new edge orders-db → orders-api: never seen before") {
+		t.Errorf("new-edge alert %+v", na)
 	}
 
 	// Evidence: a flow trace captured after the alert fired, through the narrow subscription.

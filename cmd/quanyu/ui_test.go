@@ -258,7 +258,8 @@ func startAnalysisUI(t *testing.T, m *mixProc) *analysisProc {
 
 // applyUIAlertRules gives mix short prediction settings (a one-minute season, so forecasts get
 // going within the test), a threshold rule that fires on any request on an edge of api's (client
-// → api and api → db), and a forecast rule on the client → api edge the map scenario opens.
+// → api and api → db), a forecast rule on the client → api edge the map scenario opens, and a
+// new_edge rule on api's new clients (client → api is new: its alert fires at once).
 func applyUIAlertRules(t *testing.T, m *mixProc) {
 	t.Helper()
 	dir := t.TempDir()
@@ -268,7 +269,8 @@ func applyUIAlertRules(t *testing.T, m *mixProc) {
  {"id":"busy-api","kind":"threshold","metric":"request_rate","level":"edge","selector":{"owner":"API team"},
   "op":">","value":0,"severity":"warning","annotations":{"runbook":"https://runbooks.example/orders-api"}},
  {"id":"api-traffic","kind":"forecast","metric":"request_rate","level":"edge",
-  "selector":{"client_app":"shop-client","server_app":"orders-api"},"severity":"info"}]`},
+  "selector":{"client_app":"shop-client","server_app":"orders-api"},"severity":"info"},
+ {"id":"new-api-clients","kind":"new_edge","selector":{"server_app":"orders-api"},"severity":"info"}]`},
 	} {
 		f := filepath.Join(dir, d.kind+".json")
 		if err := writeFile(f, d.doc); err != nil {
@@ -330,7 +332,11 @@ type uiAlertsWant struct {
 		ID     string `json:"id"`
 		Series string `json:"series"`
 	} `json:"resolved"`
-	Event    string `json:"event"` // the series name of the new-edge event
+	Event   string `json:"event"` // the series name of the new-edge event
+	NewEdge struct {
+		ID     string `json:"id"`
+		Series string `json:"series"`
+	} `json:"newEdge"` // new-api-clients' alert
 	Forecast struct {
 		Rule   string `json:"rule"`
 		Metric string `json:"metric"`
@@ -340,7 +346,8 @@ type uiAlertsWant struct {
 
 // waitUIAlerts polls analysis until everything the alerts scenarios look at is there: busy-api
 // firing on api → db (with its evidence requested) and resolved on client → api, the new-edge
-// event for client → api, and at least two points of api-traffic's forecast on client → api.
+// event for client → api and new-api-clients' alert on it, and at least two points of
+// api-traffic's forecast on client → api.
 func waitUIAlerts(t *testing.T, a *analysisProc, timeout time.Duration) uiAlertsWant {
 	t.Helper()
 	type end struct{ App, Owner, Contact string }
@@ -427,6 +434,15 @@ func waitUIAlerts(t *testing.T, a *analysisProc, timeout time.Duration) uiAlerts
 		}
 		if w.Event == "" {
 			missing = append(missing, "a new-edge event for "+front)
+		}
+		w.NewEdge.ID = ""
+		for _, x := range al.Active {
+			if x.Rule == "new-api-clients" && x.State == "firing" && x.Series.Name == front {
+				w.NewEdge.ID, w.NewEdge.Series = x.ID, x.Series.Name
+			}
+		}
+		if w.NewEdge.ID == "" {
+			missing = append(missing, "new-api-clients firing on "+front)
 		}
 		w.Forecast.Rule = ""
 		for _, x := range fc.Forecasts {

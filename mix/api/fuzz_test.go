@@ -138,6 +138,8 @@ var ruleSeeds = []string{
 	`{"rules":[` + exampleRule + `,` + exampleForecast + `]}`,
 	rule(`"for":"1d12h","selector":{"port":0,"cidr":"::ffff:1.2.3.4"}`),
 	forecast(`"band":1e-300,"direction":"BOTH"`),
+	newEdge(`"selector":{"server_app":"db","port":"5432-5433"},"labels":{"page":"db"}`),
+	newEdge(`"metric":"request_rate","for":"1m","level":"node"`),
 	`{"id":"x","kind":"threshold","metric":"m","level":"l","severity":"s","band":1,"selector":{"cidr":"x","port":"y"}}`,
 }
 

@@ -26,10 +26,19 @@ const (
 	KindThreshold RuleKind = "threshold"
 	// KindForecast alerts while the metric is outside the band around its seasonal forecast.
 	KindForecast RuleKind = "forecast"
+	// KindNewEdge alerts when an edge the selector covers is seen for the first time: a client
+	// application talking to a server it never talked to before. It has no metric, level (its
+	// series are edges), op, value, band, direction or "for"; the alert fires at once and
+	// resolves by itself NewEdgeHold later.
+	KindNewEdge RuleKind = "new_edge"
 )
 
+// NewEdgeHold is how long a new-edge alert stays firing before it resolves by itself: long
+// enough for a receiver that groups alerts to see it, short enough not to clutter.
+const NewEdgeHold = 10 * time.Minute
+
 // RuleKinds lists the kinds.
-var RuleKinds = []RuleKind{KindThreshold, KindForecast}
+var RuleKinds = []RuleKind{KindThreshold, KindForecast, KindNewEdge}
 
 // Metric is what a rule watches. Rates are per second; latencies and RTT are in seconds;
 // ratios are fractions from 0 to 1 (0.05 is 5%).
@@ -205,7 +214,9 @@ func checkLabelName(k string) string {
 //	 "labels": {"team": "api"}, "annotations": {"summary": "API errors above 5%"}}
 //
 // A forecast rule has no op or value, and may have "band" (> 0) and "direction" (above, below,
-// both). The result is normalised; otherwise the error is a *sdk.ValidationError naming every
+// both). A new_edge rule has only an id, the kind, a selector (no method), severity, labels and
+// annotations: {"id": "new-db-clients", "kind": "new_edge", "selector": {"server_app": "db"},
+// "severity": "warning"}. The result is normalised; otherwise the error is a *sdk.ValidationError naming every
 // bad field.
 func ParseRule(data []byte) (Rule, error) {
 	return parseOne(data, parseRule)
@@ -225,14 +236,33 @@ func parseRule(raw json.RawMessage, p string, e *errs) Rule {
 	}
 	r.ID = id(fields, "id", p, true, e)
 	r.Kind = enum(fields, "kind", p, RuleKinds, true, e)
-	r.Metric = enum(fields, "metric", p, Metrics, true, e)
-	r.Level = enum(fields, "level", p, Levels, true, e)
 	r.Severity = enum(fields, "severity", p, Severities, true, e)
 	if v, ok := fields["selector"]; ok {
 		r.Selector = parseRuleSelector(v, join(p, "selector"), e)
 	}
-	if v, ok := fields["for"]; ok {
-		r.For, _ = duration(v, join(p, "for"), 0, MaxFor, e)
+	if r.Kind == KindNewEdge {
+		// An event, not a measure: what the other kinds need to measure is refused rather
+		// than ignored.
+		for _, name := range []string{"metric", "for"} {
+			if _, ok := fields[name]; ok {
+				e.add(join(p, name), "a new_edge rule has no %s (it alerts once, when an edge is first seen)", name)
+			}
+		}
+		r.Level = LevelEdge
+		if _, ok := fields["level"]; ok {
+			if l := enum(fields, "level", p, Levels, true, e); l != "" && l != LevelEdge {
+				e.add(join(p, "level"), "a new_edge rule's series are edges, not %s", l)
+			}
+		}
+		if r.Selector.Method != "" {
+			e.add(join(join(p, "selector"), "method"), "a new_edge rule selects edges by their ends, port and transport, not by method")
+		}
+	} else {
+		r.Metric = enum(fields, "metric", p, Metrics, true, e)
+		r.Level = enum(fields, "level", p, Levels, true, e)
+		if v, ok := fields["for"]; ok {
+			r.For, _ = duration(v, join(p, "for"), 0, MaxFor, e)
+		}
 	}
 	if v, ok := fields["labels"]; ok {
 		r.Labels = stringMap(v, join(p, "labels"), false, checkLabelName, nil, e)
@@ -251,12 +281,12 @@ func parseRule(raw json.RawMessage, p string, e *errs) Rule {
 		}
 		return ok
 	}
-	if only("op", KindThreshold, "a forecast rule alerts when the value leaves its band") {
+	if only("op", KindThreshold, "the other kinds have no value to compare") {
 		r.Op = enum(fields, "op", p, Ops, true, e)
 	} else if r.Kind == KindThreshold {
 		e.add(join(p, "op"), "required in a threshold rule (one of %s)", listOf(Ops))
 	}
-	if only("value", KindThreshold, "a forecast rule compares with its forecast") {
+	if only("value", KindThreshold, "the other kinds have no value to compare") {
 		fp := join(p, "value")
 		if v, ok := number(fields["value"], fp, e); ok {
 			r.Value = v
@@ -270,7 +300,7 @@ func parseRule(raw json.RawMessage, p string, e *errs) Rule {
 	} else if r.Kind == KindThreshold {
 		e.add(join(p, "value"), "required in a threshold rule")
 	}
-	if only("band", KindForecast, "a threshold rule compares with its value") {
+	if only("band", KindForecast, "only a forecast has a band") {
 		fp := join(p, "band")
 		if v, ok := number(fields["band"], fp, e); ok {
 			if v <= 0 {
@@ -279,7 +309,7 @@ func parseRule(raw json.RawMessage, p string, e *errs) Rule {
 			r.Band = v
 		}
 	}
-	if only("direction", KindForecast, "a threshold rule's op says which side") {
+	if only("direction", KindForecast, "only a forecast has sides") {
 		r.Direction = enum(fields, "direction", p, Directions, true, e)
 	}
 	if r.Kind == KindForecast && r.Direction == "" {
@@ -417,12 +447,12 @@ func (s *RuleSelector) UnmarshalJSON(data []byte) error {
 type ruleJSON struct {
 	ID          string            `json:"id"`
 	Kind        RuleKind          `json:"kind"`
-	Metric      Metric            `json:"metric"`
+	Metric      Metric            `json:"metric,omitempty"` // always there but in new_edge rules
 	Level       Level             `json:"level"`
 	Selector    *RuleSelector     `json:"selector,omitempty"`
 	Op          Op                `json:"op,omitempty"`
 	Value       *float64          `json:"value,omitempty"`
-	For         string            `json:"for"`
+	For         string            `json:"for,omitempty"` // always there but in new_edge rules
 	Severity    Severity          `json:"severity"`
 	Band        float64           `json:"band,omitempty"`
 	Direction   Direction         `json:"direction,omitempty"`
@@ -439,8 +469,11 @@ func (r Rule) MarshalJSON() ([]byte, error) {
 	if !r.Selector.IsZero() {
 		j.Selector = &r.Selector
 	}
-	if r.Kind != KindForecast || r.Value != 0 {
+	if r.Kind == KindThreshold || r.Value != 0 {
 		j.Value = &r.Value
+	}
+	if r.Kind == KindNewEdge {
+		j.For = ""
 	}
 	return json.Marshal(j)
 }

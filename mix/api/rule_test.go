@@ -177,6 +177,42 @@ func TestRuleFields(t *testing.T) {
 	}
 }
 
+// newEdge is a valid new_edge rule with extra fields added.
+func newEdge(extra string) string {
+	r := `{"id":"n","kind":"new_edge","severity":"warning"`
+	if extra != "" {
+		r += "," + extra
+	}
+	return r + "}"
+}
+
+// A new_edge rule: its level is edge whether given or not, it writes neither metric nor for,
+// and reads back equal.
+func TestParseNewEdgeRule(t *testing.T) {
+	for _, doc := range []string{newEdge(`"selector":{"server_app":"db","port":"5432","transport":"TCP"}`),
+		newEdge(`"level":"edge","selector":{"server_app":"db","port":5432,"transport":"tcp"}`)} {
+		r, err := api.ParseRule([]byte(doc))
+		if err != nil {
+			t.Fatalf("%s is rejected: %v", doc, err)
+		}
+		port := sdk.PortRange{First: 5432, Last: 5432}
+		want := api.Rule{ID: "n", Kind: api.KindNewEdge, Level: api.LevelEdge, Severity: api.SeverityWarning,
+			Selector: api.RuleSelector{ServerApp: "db", Port: &port, Transport: sdk.TransportTCP}}
+		if !reflect.DeepEqual(r, want) {
+			t.Errorf("ParseRule(%s) =\n%+v\nwant\n%+v", doc, r, want)
+		}
+		out, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const wantJSON = `{"id":"n","kind":"new_edge","level":"edge","selector":{"server_app":"db","port":"5432","transport":"TCP"},"severity":"warning"}`
+		if string(out) != wantJSON {
+			t.Errorf("Marshal =\n%s\nwant\n%s", out, wantJSON)
+		}
+		roundTrip(t, r, api.ParseRule, (*api.Rule).Validate)
+	}
+}
+
 func TestOpHolds(t *testing.T) {
 	for _, tt := range []struct {
 		op        api.Op
@@ -257,6 +293,12 @@ func TestRuleRejects(t *testing.T) {
 		{"annotation too long", rule(fmt.Sprintf(`"annotations":{"summary":%q}`, strings.Repeat("s", 1025))), []string{"annotations.summary"}},
 		{"labels over the limit", rule(`"labels":{` + manyKeys(api.MaxMapEntries+1) + `}`), []string{"labels"}},
 		{"annotations a list", rule(`"annotations":["x"]`), []string{"annotations"}},
+		{"new_edge with a metric", newEdge(`"metric":"request_rate"`), []string{"metric"}},
+		{"new_edge with for", newEdge(`"for":"1m"`), []string{"for"}},
+		{"new_edge with op and value", newEdge(`"op":">","value":1`), []string{"op", "value"}},
+		{"new_edge with band and direction", newEdge(`"band":3,"direction":"below"`), []string{"band", "direction"}},
+		{"new_edge on nodes", newEdge(`"level":"node"`), []string{"level"}},
+		{"new_edge by method", newEdge(`"selector":{"method":"GET"}`), []string{"selector.method"}},
 		{"several at once", `{"id":"x","kind":"threshold","metric":"m","level":"l","severity":"s","band":1,"selector":{"cidr":"x","port":"y"}}`,
 			[]string{"metric", "level", "severity", "band", "op", "value", "selector.cidr", "selector.port"}},
 	}
@@ -323,7 +365,7 @@ func TestExampleRules(t *testing.T) {
 		t.Fatal(err)
 	}
 	rules, err := api.ParseRules(data)
-	if err != nil || len(rules) != 4 {
+	if err != nil || len(rules) != 5 {
 		t.Fatalf("examples/rules.json: %d rules, %v", len(rules), err)
 	}
 }

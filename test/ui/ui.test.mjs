@@ -366,6 +366,13 @@ scenario('e: the alerts page lists active and resolved alerts with both owners, 
   const evRow = page.locator(`${byTestId('events-list')} ${byTestId('event-row')}[data-kind="new_edge"]`).filter({ hasText: w.event });
   await evRow.first().waitFor();
   assert.equal((await cell(evRow.first(), 'series').textContent()).trim(), w.event);
+  // A new_edge rule made that event an alert: firing, with no metric to show but the news.
+  const ne = page.locator(`${byTestId('alert-row')}[data-id="${w.newEdge.id}"]`);
+  await ne.waitFor();
+  assert.equal(await ne.getAttribute('data-state'), 'firing', 'new-edge alert-row data-state');
+  assert.equal((await cell(ne, 'series').textContent()).trim(), w.newEdge.series);
+  assert.equal((await cell(ne, 'value').textContent()).trim(), 'new edge');
+  assert.equal((await cell(ne, 'condition').textContent()).trim(), 'never seen before');
   await shot(page, 'alerts');
 
   // The alert's page: every field, the owners, the labels and annotations, the evidence.

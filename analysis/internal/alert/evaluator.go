@@ -346,9 +346,16 @@ func (ev *Evaluator) Evaluate(ctx context.Context, bucket time.Time) {
 	res := newResolver(ev.catalog)
 	var hist []store.AlertRecord
 	var out []notify.Alert
-	hist = append(hist, ev.newEdges(bucket, rows[store.LevelApp], res)...)
+	h, fresh := ev.newEdges(bucket, rows[store.LevelApp], res)
+	hist = append(hist, h...)
 
 	for _, rs := range ev.rules {
+		if rs.rule.Kind == api.KindNewEdge {
+			h, o := ev.newEdgeAlerts(rs, bucket, fresh, res)
+			hist = append(hist, h...)
+			out = append(out, o...)
+			continue
+		}
 		if rs.warm {
 			rs.warm = false
 			ev.warmUp(ctx, rs, bucket)
@@ -758,8 +765,10 @@ func (ev *Evaluator) newAlert(rs *ruleState, ss *seriesState, bucket time.Time, 
 		t := r.Value
 		a.Op, a.Threshold = r.Op, &t
 	}
-	a.Labels = map[string]string{"alertname": r.ID, "severity": string(r.Severity), "metric": string(r.Metric),
-		"level": string(r.Level), "series": s.Name}
+	a.Labels = map[string]string{"alertname": r.ID, "severity": string(r.Severity), "level": string(r.Level), "series": s.Name}
+	if r.Metric != "" { // new_edge rules have none
+		a.Labels["metric"] = string(r.Metric)
+	}
 	a.Annotations = map[string]string{}
 	for _, e := range []struct {
 		side string
@@ -794,6 +803,9 @@ func summary(a *Alert) string {
 			formatValue(a.Metric, a.Band.Lower), formatValue(a.Metric, a.Band.Upper))
 	}
 	s := fmt.Sprintf("%s of %s: %s", a.Metric, a.Series.Name, cond)
+	if a.Kind == api.KindNewEdge {
+		s = "new edge " + a.Series.Name + ": never seen before"
+	}
 	owners := ""
 	for _, e := range []*End{a.Client, a.Server} {
 		if e == nil || e.Owner == "" {
@@ -897,26 +909,37 @@ func (ev *Evaluator) writeHistory(ctx context.Context, hist []store.AlertRecord)
 	}
 }
 
-// newEdges records an event for each edge of the bucket never seen before.
-func (ev *Evaluator) newEdges(bucket time.Time, rows map[store.RollupKey]*store.Figures, res *resolver) []store.AlertRecord {
-	var hist []store.AlertRecord
+// newEdges records an event for each edge of the bucket never seen before, and gives the rows
+// of those edges (past the start-up grace) for the new_edge rules.
+func (ev *Evaluator) newEdges(bucket time.Time, rows map[store.RollupKey]*store.Figures, res *resolver) ([]store.AlertRecord, map[[2]string][]store.RollupKey) {
+	var fresh map[[2]string][]store.RollupKey
 	for k := range rows {
 		e := [2]string{k.Source, k.Target}
 		if ev.edges[e] {
 			continue
 		}
+		if fresh == nil {
+			fresh = map[[2]string][]store.RollupKey{}
+		}
+		fresh[e] = append(fresh[e], k)
+	}
+	var hist []store.AlertRecord
+	for e := range fresh {
 		if len(ev.edges) >= ev.o.MaxEdges {
 			ev.c.edgesDropped.Add(1)
+			delete(fresh, e)
 			continue
 		}
 		ev.edges[e] = true
 		// The bucket's end, not its start: a start that falls inside a bucket would otherwise
 		// hide an edge first seen after the grace, in the bucket that straddles its end.
 		if bucket.Add(step).Sub(ev.started) <= ev.o.NewEdgeGrace {
+			delete(fresh, e)
 			continue
 		}
-		s, client, server := describe(api.LevelEdge, seriesKey{source: k.Source, target: k.Target}, "", res)
-		id := fingerprint("new_edge", seriesKey{source: k.Source, target: k.Target})
+		sk := seriesKey{source: e[0], target: e[1]}
+		s, client, server := describe(api.LevelEdge, sk, "", res)
+		id := fingerprint("new_edge", sk)
 		evt := Event{ID: id + "-" + strconv.FormatInt(bucket.UnixMilli(), 10), Kind: EventNewEdge, Time: bucket, Series: s,
 			Client: client, Server: server, Summary: "new edge " + s.Name + ": never seen before"}
 		ev.events = append(ev.events, evt)
@@ -929,7 +952,55 @@ func (ev *Evaluator) newEdges(bucket time.Time, rows map[store.RollupKey]*store.
 		hist = append(hist, store.AlertRecord{ID: evt.ID, Kind: store.KindEvent, Fingerprint: id, State: EventNewEdge,
 			Started: bucket, Updated: bucket, Body: body})
 	}
-	return hist
+	return hist, fresh
+}
+
+// newEdgeAlerts fires a new_edge rule's alert for each new edge of the bucket with a row the
+// rule selects (fresh: the rows of the new edges, by edge), and resolves its alerts that have
+// fired NewEdgeHold ago.
+func (ev *Evaluator) newEdgeAlerts(rs *ruleState, bucket time.Time, fresh map[[2]string][]store.RollupKey,
+	res *resolver) (hist []store.AlertRecord, out []notify.Alert) {
+	end := bucket.Add(step)
+	// Alerts read back at a start go on until their hold is over.
+	for fp, a := range ev.restored {
+		if a.Rule == rs.rule.ID && a.Kind == api.KindNewEdge && ev.nseries < ev.o.MaxSeries {
+			delete(ev.restored, fp)
+			sk := seriesKey{source: a.Series.Source, target: a.Series.Target}
+			rs.series[sk] = &seriesState{key: sk, fp: fp, alert: a, lastData: bucket}
+			ev.nseries++
+		}
+	}
+	for sk, ss := range rs.series {
+		a := ss.alert
+		if a == nil || a.FiredAt == nil || end.Before(a.FiredAt.Add(api.NewEdgeHold)) {
+			continue
+		}
+		ev.resolve(a, end, "")
+		hist, out = append(hist, record(a)), append(out, ev.toNotify(a))
+		delete(rs.series, sk)
+		ev.nseries--
+	}
+	for e, keys := range fresh {
+		if !slices.ContainsFunc(keys, func(k store.RollupKey) bool { return selects(&rs.rule.Selector, rs.src, &k, res) }) {
+			continue
+		}
+		sk := seriesKey{source: e[0], target: e[1]}
+		if rs.series[sk] != nil {
+			continue
+		}
+		if ev.nseries >= ev.o.MaxSeries {
+			ev.c.seriesDropped.Add(1)
+			continue
+		}
+		ss := &seriesState{key: sk, fp: fingerprint(rs.rule.ID, sk), lastData: bucket}
+		rs.series[sk] = ss
+		ev.nseries++
+		ss.alert = ev.newAlert(rs, ss, bucket, 0, nil, res)
+		ev.fire(ss.alert, end)
+		hist, out = append(hist, record(ss.alert)), append(out, ev.toNotify(ss.alert))
+		ev.requestEvidence(ss, ss.alert, bucket)
+	}
+	return hist, out
 }
 
 // finite keeps NaN and infinities out of JSON, which cannot carry them.

@@ -402,6 +402,96 @@ func TestNewEdgeEvents(t *testing.T) {
 	}
 }
 
+// A new_edge rule: a new edge it selects fires an alert at once, naming both ends and their
+// owners, which resolves by itself after api.NewEdgeHold; a new edge it does not select is
+// only an event, and an edge seen within the grace is neither.
+func TestNewEdgeRule(t *testing.T) {
+	h := newHarness(t, 30*time.Second)
+	h.ev.SetRules([]api.Rule{rule(t, `{"id":"new-db-clients","kind":"new_edge","selector":{"port":"5432","transport":"TCP"},"severity":"warning","labels":{"page":"db"}}`)})
+	h.src.add(t0, store.LevelApp, webAPI, store.Figures{Flows: 1})
+	db := store.RollupKey{Source: "app:web", Target: "ip:10.9.0.99", Transport: sdk.TransportTCP, Port: 5432}
+	other := store.RollupKey{Source: "app:api", Target: "ip:10.9.0.98", Transport: sdk.TransportTCP, Port: 443}
+	h.src.add(t0.Add(5*step), store.LevelApp, db, store.Figures{Flows: 1})
+	h.src.add(t0.Add(5*step), store.LevelApp, other, store.Figures{Flows: 1})
+	h.src.add(t0.Add(6*step), store.LevelApp, db, store.Figures{Flows: 1})
+	for i := 0; i <= 5; i++ {
+		h.eval(i)
+	}
+	sent := h.sent.take()
+	if len(sent) != 1 || sent[0].Status != StateFiring {
+		t.Fatalf("sent %+v, want one firing alert", sent)
+	}
+	a := sent[0]
+	for k, v := range map[string]string{"alertname": "new-db-clients", "severity": "warning", "client": "web",
+		"client_owner": "Web team", "series": "web → 10.9.0.99", "page": "db"} {
+		if a.Labels[k] != v {
+			t.Errorf("label %s = %q, want %q (labels %v)", k, a.Labels[k], v, a.Labels)
+		}
+	}
+	if _, ok := a.Labels["metric"]; ok {
+		t.Errorf("a metric label on a new-edge alert: %v", a.Labels)
+	}
+	if got := a.Annotations["summary"]; !strings.HasPrefix(got, "new edge web → 10.9.0.99: never seen before") || !strings.Contains(got, "Web team") {
+		t.Errorf("summary %q", got)
+	}
+	if evs, _ := h.ev.Events(context.Background(), time.Time{}, 10); len(evs) != 2 {
+		t.Errorf("%d events, want 2 (both new edges): %+v", len(evs), evs)
+	}
+	active := h.ev.Active()
+	if len(active) != 1 || active[0].Kind != api.KindNewEdge || active[0].State != StateFiring {
+		t.Fatalf("active %+v", active)
+	}
+	// Still firing until the hold is over, then resolved, once.
+	last := 5 + int(api.NewEdgeHold/step)
+	for i := 6; i < last; i++ {
+		h.eval(i)
+	}
+	if sent := h.sent.take(); len(sent) != 0 || len(h.ev.Active()) != 1 {
+		t.Fatalf("before the hold is over: sent %+v, active %+v", sent, h.ev.Active())
+	}
+	h.eval(last)
+	if sent := h.sent.take(); len(sent) != 1 || sent[0].Status != StateResolved || sent[0].Fingerprint != a.Fingerprint {
+		t.Fatalf("at the hold's end: sent %+v, want the alert resolved", sent)
+	}
+	if len(h.ev.Active()) != 0 || h.ev.Counters()["series"] != 0 {
+		t.Errorf("after the hold: active %+v, counters %v", h.ev.Active(), h.ev.Counters())
+	}
+}
+
+// A new-edge alert read back after a restart goes on firing until its hold is over, rather than
+// being resolved as a series that never came back.
+func TestNewEdgeAlertSurvivesRestart(t *testing.T) {
+	h := newHarness(t, 30*time.Second)
+	r := rule(t, `{"id":"new-db-clients","kind":"new_edge","selector":{"port":"5432"},"severity":"warning"}`)
+	h.ev.SetRules([]api.Rule{r})
+	h.src.add(t0.Add(5*step), store.LevelApp, store.RollupKey{Source: "app:web", Target: "ip:10.9.0.99", Transport: sdk.TransportTCP, Port: 5432}, store.Figures{Flows: 1})
+	for i := 0; i <= 5; i++ {
+		h.eval(i)
+	}
+	if a := h.ev.Active(); len(a) != 1 {
+		t.Fatalf("before the restart: %+v", a)
+	}
+	sent := &sink{}
+	clock := t0.Add(6 * step)
+	ev2, err := New(context.Background(), Options{Source: h.src, Store: h.st, Notifier: sent, NewEdgeGrace: -1, Now: func() time.Time { return clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev2.SetRules([]api.Rule{r})
+	last := 5 + int(api.NewEdgeHold/step)
+	for i := 6; i < last; i++ {
+		clock = t0.Add(time.Duration(i+1) * step)
+		ev2.Evaluate(context.Background(), t0.Add(time.Duration(i)*step))
+	}
+	if got := sent.take(); len(got) != 0 || len(ev2.Active()) != 1 {
+		t.Fatalf("before the hold is over: sent %+v, active %+v", got, ev2.Active())
+	}
+	ev2.Evaluate(context.Background(), t0.Add(time.Duration(last)*step))
+	if got := sent.take(); len(got) != 1 || got[0].Status != StateResolved || got[0].Annotations["resolved_because"] != "" {
+		t.Fatalf("at the hold's end: sent %+v, want it resolved by its hold", got)
+	}
+}
+
 // An analysis started inside a bucket: an edge first seen after the grace, in the bucket that
 // straddles the grace's end, is new; one whose bucket ended within the grace is not.
 func TestNewEdgeGraceOffBoundary(t *testing.T) {

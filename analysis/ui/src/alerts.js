@@ -118,7 +118,7 @@ function activeRow(a) {
     h('td', { 'data-col': 'severity' }, sevBadge(a.severity)),
     h('td', { 'data-col': 'rule' }, h('a', { href: '#/alerts/' + encodeURIComponent(a.id) }, a.rule)),
     h('td', { 'data-col': 'series', title: a.summary || '' }, seriesName(a)),
-    h('td', { 'data-col': 'value', class: 'num' }, fmtMetric(a.metric, a.value)),
+    h('td', { 'data-col': 'value', class: 'num' }, alertValue(a)),
     h('td', { 'data-col': 'condition' }, condition(a)),
     h('td', { 'data-col': 'since', title: fmtTime(since) }, ago(since)),
     h('td', { 'data-col': 'client' }, ownerInline(a.client)),
@@ -131,7 +131,7 @@ function historyRow(a) {
     h('td', { 'data-col': 'severity' }, sevBadge(a.severity)),
     h('td', { 'data-col': 'rule' }, h('a', { href: '#/alerts/' + encodeURIComponent(a.id) }, a.rule)),
     h('td', { 'data-col': 'series', title: a.summary || '' }, seriesName(a)),
-    h('td', { 'data-col': 'value', class: 'num' }, fmtMetric(a.metric, a.value)),
+    h('td', { 'data-col': 'value', class: 'num' }, alertValue(a)),
     h('td', { 'data-col': 'fired' }, fmtTime(a.fired_at)),
     h('td', { 'data-col': 'resolved' }, a.resolved_at ? fmtTime(a.resolved_at) : h('span', { class: 'muted' }, 'still firing')),
     h('td', { 'data-col': 'duration', class: 'num' }, a.resolved_at && a.fired_at ? fmtDuration(new Date(a.resolved_at) - new Date(a.fired_at)) : ''));
@@ -146,6 +146,9 @@ function eventRow(e) {
     who.length ? h('span', { class: 'muted' }, ' · owners ', who.join(' → ')) : null);
 }
 
+// alertValue is the value an alert names; a new-edge alert has none: the edge itself is news.
+function alertValue(a) { return a.kind === 'new_edge' ? 'new edge' : fmtMetric(a.metric, a.value); }
+
 function stateBadge(state) { return h('span', { class: 'state state-' + state }, state); }
 function sevBadge(sev) { return h('span', { class: 'sev sev-' + sev }, sev); }
 function seriesName(a) { return (a.series && a.series.name) || ''; }
@@ -153,6 +156,7 @@ function seriesName(a) { return (a.series && a.series.name) || ''; }
 // condition is what the value is compared with: a threshold rule's op and value, or a forecast
 // rule's band (and the forecast in its middle).
 function condition(a) {
+  if (a.kind === 'new_edge') return 'never seen before';
   if (a.threshold !== undefined && a.threshold !== null) return `${a.op || ''} ${fmtMetric(a.metric, a.threshold)}`.trim();
   if (a.band) return `band ${fmtMetric(a.metric, a.band.lower)} – ${fmtMetric(a.metric, a.band.upper)} (forecast ${fmtMetric(a.metric, a.band.forecast)})`;
   return '';
@@ -240,16 +244,17 @@ function fieldRows(a) {
     row('state', 'state', stateBadge(a.state)),
     row('severity', 'severity', sevBadge(a.severity)),
     row('rule', 'rule', h('b', null, a.rule), h('span', { class: 'muted' }, ` (${a.kind})`)),
-    row('metric', 'metric', a.metric, h('span', { class: 'muted' }, ` per ${a.level}`)),
+    a.metric ? row('metric', 'metric', a.metric, h('span', { class: 'muted' }, ` per ${a.level}`)) : null,
     row('series', 'series', a.series ? a.series.name : ''),
     where ? row('series-keys', 'series keys', h('span', { class: 'mono small' }, where)) : null,
-    row('value', 'value', fmtMetric(a.metric, a.value)),
+    row('value', 'value', alertValue(a)),
   ];
+  if (a.kind === 'new_edge') rows.push(row('condition', 'condition', condition(a)));
   if (a.threshold !== undefined && a.threshold !== null) rows.push(row('threshold', 'threshold', condition(a)));
   if (a.band) rows.push(row('band', 'band', `${fmtMetric(a.metric, a.band.lower)} – ${fmtMetric(a.metric, a.band.upper)}`,
     h('span', { class: 'muted' }, ` (forecast ${fmtMetric(a.metric, a.band.forecast)}, ±${a.band.deviations} deviations)`)));
   rows.push(
-    row('for', 'for', a.for || '0s'),
+    a.kind === 'new_edge' ? null : row('for', 'for', a.for || '0s'),
     row('active_at', 'active since', fmtTime(a.active_at)),
     row('fired_at', 'fired', a.fired_at ? fmtTime(a.fired_at) : h('span', { class: 'muted' }, 'not yet (pending)')),
     row('resolved_at', 'resolved', a.resolved_at ? fmtTime(a.resolved_at) : h('span', { class: 'muted' }, a.fired_at ? 'still firing' : '–')),
