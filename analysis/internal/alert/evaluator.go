@@ -327,16 +327,7 @@ func (ev *Evaluator) Evaluate(ctx context.Context, bucket time.Time) {
 	rows := map[store.Level]map[store.RollupKey]*store.Figures{}
 	for l := range need {
 		m := map[store.RollupKey]*store.Figures{}
-		err := ev.o.Source.Bucket(ctx, bucket, l, func(k *store.RollupKey, f *store.Figures) {
-			if cur := m[*k]; cur != nil {
-				cur.Add(f)
-				return
-			}
-			c := &store.Figures{}
-			c.Add(f)
-			m[*k] = c
-		})
-		if err != nil {
+		if err := ev.readBucket(ctx, bucket, l, m); err != nil {
 			ev.c.evalErrors.Add(1)
 			ev.log.Warn("reading a bucket for the alert rules failed", "bucket", bucket, "level", l, "err", err)
 			return
@@ -408,6 +399,19 @@ func (ev *Evaluator) evaluateRule(ctx context.Context, rs *ruleState, bucket tim
 		ev.forgetIdle(rs, ss, bucket)
 	}
 	return hist, out
+}
+
+// readBucket adds the rows of a bucket at a level into rows, summing the deltas of each key.
+func (ev *Evaluator) readBucket(ctx context.Context, bucket time.Time, l store.Level, rows map[store.RollupKey]*store.Figures) error {
+	return ev.o.Source.Bucket(ctx, bucket, l, func(k *store.RollupKey, f *store.Figures) {
+		if cur := rows[*k]; cur != nil {
+			cur.Add(f)
+			return
+		}
+		c := &store.Figures{}
+		c.Add(f)
+		rows[*k] = c
+	})
 }
 
 // seriesAgg is one series' figures in one bucket, with its busiest client (node-like levels).
@@ -578,16 +582,7 @@ func (ev *Evaluator) learn(ctx context.Context, own *ruleState, from, to time.Ti
 			return learned, err
 		}
 		clear(rows)
-		err := ev.o.Source.Bucket(ctx, b, own.src, func(k *store.RollupKey, f *store.Figures) {
-			if cur := rows[*k]; cur != nil {
-				cur.Add(f)
-				return
-			}
-			c := &store.Figures{}
-			c.Add(f)
-			rows[*k] = c
-		})
-		if err != nil {
+		if err := ev.readBucket(ctx, b, own.src, rows); err != nil {
 			return learned, fmt.Errorf("reading the bucket at %s: %w", b.Format(time.RFC3339), err)
 		}
 		if len(rows) == 0 {
