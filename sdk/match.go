@@ -26,6 +26,7 @@ type Matcher struct {
 	ids     []string
 	l7      uint64
 	payload int
+	frames  uint64
 }
 
 type matchSpec struct {
@@ -155,6 +156,9 @@ func NewMatcher(subs []Subscription) *Matcher {
 			m.l7 |= 1 << i
 			m.payload = max(m.payload, subs[i].Payload())
 		}
+		if subs[i].Options.Frames {
+			m.frames |= 1 << i
+		}
 	}
 	return m
 }
@@ -162,6 +166,9 @@ func NewMatcher(subs []Subscription) *Matcher {
 // L7 returns the subscriptions that ask for L7 decoding (a protocol in L7), as a mask, and the
 // payload bytes per packet the largest of them asks for: a flow any of them covers is sampled.
 func (m *Matcher) L7() (mask uint64, payloadBytes int) { return m.l7, m.payload }
+
+// Frames returns the subscriptions that ask for frames on flow events, as a mask.
+func (m *Matcher) Frames() uint64 { return m.frames }
 
 // Len is the number of subscriptions in the matcher.
 func (m *Matcher) Len() int { return len(m.subs) }

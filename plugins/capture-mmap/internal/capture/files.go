@@ -55,6 +55,8 @@ func (c *Capture) runFiles(ctx context.Context, cfg *config, out sdk.Emitter) er
 		return fmt.Errorf("building the flow table: %w", err)
 	}
 	table.OnSample(snd.AddSample)
+	// No flow events from a file: they are for what happens now (start and close notices, frames
+	// for evidence), and each flow's record already says when it started and how it ended.
 	sendDone := make(chan error, 1)
 	go func() { sendDone <- snd.Run(ctx, out) }()
 

@@ -72,6 +72,7 @@ func (c *Capture) runLive(ctx context.Context, out sdk.Emitter) error {
 		return fmt.Errorf("building the flow table: %w", err)
 	}
 	l.table.OnSample(l.snd.AddSample)
+	l.table.OnEvent(l.snd.AddEvent)
 	sendDone := make(chan error, 1)
 	go func() { sendDone <- l.snd.Run(ctx, out) }()
 

@@ -100,6 +100,15 @@ type EmitFunc func(sdk.Flow)
 // rules as EmitFunc. A flow's samples come before its final record.
 type SampleFunc func(sdk.Sample)
 
+// EventFunc receives flow events — start, end (FINs both ways), reset and timeout — with the first
+// bytes of the packet's headers when a subscription of the flow asks for frames; under the same
+// rules as EmitFunc. A flow's events come before its final record.
+type EventFunc func(sdk.Event)
+
+// FrameBytes is how much of a packet, from its IP header on, a flow event with frames carries:
+// the eBPF capture's FRAME_BYTES, so that both backends give the same.
+const FrameBytes = 192
+
 // Counter indexes. Names are in counterNames; parse errors follow them, one per packet.Error.
 const (
 	cFrames = iota
@@ -114,6 +123,7 @@ const (
 	cCreated
 	cRecords
 	cSamples
+	cEvents
 	cParseError // first of packet.NumErrors entries
 	numCounters = cParseError + int(packet.NumErrors)
 )
@@ -131,6 +141,7 @@ var counterNames = [cParseError]string{
 	cCreated:     "flows.created",
 	cRecords:     "records",
 	cSamples:     "samples",
+	cEvents:      "events",
 }
 
 // Lists a flow is linked on. An open flow is on lruList (by last packet, for idle expiry and
@@ -255,6 +266,7 @@ type Table struct {
 	matcher *sdk.Matcher
 	emit    EmitFunc
 	sample  SampleFunc
+	event   EventFunc
 
 	flows  []flow
 	cold   []flowCold
@@ -333,8 +345,9 @@ func (t *Table) Counters() map[string]uint64 {
 // AddFrame decodes one Ethernet frame seen at ts on interface ifindex (named nic) and accounts
 // it. outerVLAN is a VLAN id the capture stripped from the frame, or packet.NoVLAN. Frames that
 // are not IP, cannot be decoded or match no subscription are counted and dropped. AddFrame may end
-// flows (this one's idle gap or linger time, eviction when the table is full) and so emit records;
-// otherwise it allocates nothing.
+// flows (this one's idle gap or linger time, eviction when the table is full) and so emit records,
+// and hands out the events of a flow's start and close (see OnEvent); otherwise it allocates
+// nothing.
 func (t *Table) AddFrame(ifindex int, nic string, ts time.Time, frame []byte, outerVLAN int) {
 	t.counters[cFrames]++
 	p := &t.pkt
@@ -410,9 +423,20 @@ func (t *Table) add(ifindex int, nic string, now int64, frame []byte, p *packet.
 			return
 		}
 		s = t.create(&key, key.hash(t.seed), fromA, nic, mask, portsUnknown, now, p)
+		if t.event != nil {
+			t.emitEvent(s, sdk.EventStart, now, frame, p)
+		}
 	}
 	t.last = s
+	wasClosed := t.flows[s].has(stClosed)
 	t.account(s, fromA, now, p, tcp)
+	if t.event != nil && !wasClosed && t.flows[s].has(stClosed) {
+		kind := sdk.EventEnd
+		if t.flows[s].has(stRST) {
+			kind = sdk.EventReset
+		}
+		t.emitEvent(s, kind, now, frame, p)
+	}
 	if t.sample != nil && p.PayloadLen > 0 && !p.NonFirstFragment() &&
 		(p.Protocol == packet.ProtoTCP || p.Protocol == packet.ProtoUDP) {
 		if l7, _ := t.matcher.L7(); t.cold[s].mask&l7 != 0 {
@@ -446,6 +470,39 @@ func (t *Table) emitSample(s int32, fromA bool, now int64, frame []byte, p *pack
 		Data:    append([]byte(nil), frame[p.PayloadOffset:p.PayloadOffset+n]...),
 		WireLen: p.PayloadWireLen, Subscriptions: t.matcher.IDs(c.mask),
 	})
+}
+
+// OnEvent makes the table hand out flow events (see EventFunc).
+func (t *Table) OnEvent(fn EventFunc) { t.event = fn }
+
+// emitEvent hands out an event of flow s at time at; frame and p are the packet that made it
+// (nil for a timeout), whose headers it carries when a subscription of the flow asks for frames.
+func (t *Table) emitEvent(s int32, kind string, at int64, frame []byte, p *packet.Packet) {
+	f, c := &t.flows[s], &t.cold[s]
+	if c.cid == "" {
+		c.cid = t.communityID(f, c)
+	}
+	ends := [2]sdk.Endpoint{{Addr: f.addrA(), Port: f.pa}, {Addr: f.addrB(), Port: f.pb}}
+	ci, si := f.clientSide()
+	e := sdk.Event{Kind: kind, Time: time.Unix(0, at).UTC(), NIC: c.nic, Transport: sdk.Transport(f.proto),
+		Client: ends[ci], Server: ends[si], CommunityID: c.cid, Subscriptions: t.matcher.IDs(c.mask)}
+	if p != nil && c.mask&t.matcher.Frames() != 0 && p.L3Offset < len(frame) {
+		// One copy, cut in three: the IP header, the transport header (empty for a fragment
+		// without one), and the start of the payload — up to the IP packet's end, not into the
+		// Ethernet padding of a short frame.
+		b := append([]byte(nil), frame[p.L3Offset:min(len(frame), p.L3Offset+min(p.IPBytes, FrameBytes))]...)
+		l4 := min(max(p.L4Offset-p.L3Offset, 0), len(b))
+		if p.L4Len == 0 {
+			l4 = len(b) // no transport header read: all of it is the IP packet's
+		}
+		l7 := min(max(p.PayloadOffset-p.L3Offset, l4), len(b))
+		if p.L4Len == 0 {
+			l7 = len(b)
+		}
+		e.L3Frame, e.L4Frame, e.L7Frame = b[:l4:l4], b[l4:l7:l7], b[l7:]
+	}
+	t.counters[cEvents]++
+	t.event(e)
 }
 
 func (t *Table) create(key *flowKey, h uint32, fromA bool, nic string, mask uint64, portsUnknown bool, now int64, p *packet.Packet) int32 {
@@ -710,8 +767,11 @@ func (t *Table) window(s int32, now int64) {
 	t.pushBack(activeList, s)
 }
 
-// end emits a flow's final record and frees its slot.
+// end emits a flow's final record and frees its slot; an idle end is a timeout event first.
 func (t *Table) end(s int32, reason string) {
+	if reason == sdk.EndIdle && t.event != nil {
+		t.emitEvent(s, sdk.EventTimeout, t.flows[s].lastSeen, nil, nil)
+	}
 	t.emitRecord(s, true, reason)
 	if t.last == s {
 		t.last = -1
