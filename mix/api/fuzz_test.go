@@ -194,6 +194,8 @@ func FuzzParsePredictionSettings(f *testing.F) {
 
 var receiverSeeds = []string{
 	exampleReceiver,
+	`{"id":"r","kind":"webhook","url":"http://h/","repeat_interval":"90m"}`,
+	`{"id":"r","kind":"alertmanager","url":"http://h/","repeat_interval":"0s"}`,
 	`[{"id":"am","kind":"alertmanager","url":"http://[::1]:9093"},{"id":"w","kind":"webhook","url":"https://u:p@h/a%20b?x=1"}]`,
 	`{"receivers":[{"id":"w","kind":"webhook","url":"http://h/","headers":{"x-a":"1"}}]}`,
 	`{"id":"r","kind":"webhook","url":"http:h/hook#x","headers":{"Host":"a","X-A":"1","x-a":"2"}}`,

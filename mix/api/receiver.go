@@ -6,6 +6,7 @@ import (
 	"net/textproto"
 	"net/url"
 	"strings"
+	"time"
 )
 
 // Limits of receivers.
@@ -36,9 +37,20 @@ type Receiver struct {
 	Headers map[string]string // sent with every delivery, names in canonical form
 	// SendResolved also delivers resolved alerts; true when not given, as in Alertmanager.
 	SendResolved bool
+	// RepeatInterval: a webhook is sent a firing alert again this long after it last was, while
+	// it fires (0: never), as Alertmanager repeats a notification; DefaultRepeatInterval when not
+	// given. An Alertmanager receiver has none: it repeats by its own routes.
+	RepeatInterval time.Duration
 }
 
-var receiverFields = []string{"id", "kind", "url", "headers", "send_resolved"}
+// Bounds of a webhook's repeat_interval.
+const (
+	DefaultRepeatInterval = 4 * time.Hour // Alertmanager's default
+	MinRepeatInterval     = time.Second
+	MaxRepeatInterval     = 7 * 24 * time.Hour
+)
+
+var receiverFields = []string{"id", "kind", "url", "headers", "send_resolved", "repeat_interval"}
 
 // reservedHeaders are set by the sender itself; a receiver may not replace them.
 var reservedHeaders = []string{"Host", "Content-Length", "Content-Type", "Transfer-Encoding", "Connection"}
@@ -73,7 +85,7 @@ func isTokenChar(c byte) bool {
 // ParseReceiver reads one receiver:
 //
 //	{"id": "ops", "kind": "webhook", "url": "https://hooks.example.com/alerts",
-//	 "headers": {"Authorization": "Bearer …"}, "send_resolved": true}
+//	 "headers": {"Authorization": "Bearer …"}, "send_resolved": true, "repeat_interval": "4h"}
 //
 // The result is normalised; otherwise the error is a *sdk.ValidationError naming every bad
 // field.
@@ -113,6 +125,20 @@ func parseReceiver(raw json.RawMessage, p string, e *errs) Receiver {
 			e.add(join(p, "send_resolved"), "want true or false")
 		}
 	}
+	if r.Kind != ReceiverAlertmanager {
+		r.RepeatInterval = DefaultRepeatInterval
+	}
+	if v, ok := fields["repeat_interval"]; ok {
+		fp := join(p, "repeat_interval")
+		if r.Kind == ReceiverAlertmanager {
+			e.add(fp, "an Alertmanager repeats notifications by its own routes' repeat_interval")
+		} else if d, ok := duration(v, fp, 0, MaxRepeatInterval, e); ok {
+			if d > 0 && d < MinRepeatInterval {
+				e.add(fp, "%s: want 0 (never) or at least %s", d, MinRepeatInterval)
+			}
+			r.RepeatInterval = d
+		}
+	}
 	return r
 }
 
@@ -143,18 +169,23 @@ func checkURL(s string, kind ReceiverKind) (string, string) {
 }
 
 type receiverJSON struct {
-	ID           string            `json:"id"`
-	Kind         ReceiverKind      `json:"kind"`
-	URL          string            `json:"url"`
-	Headers      map[string]string `json:"headers,omitempty"`
-	SendResolved bool              `json:"send_resolved"`
+	ID             string            `json:"id"`
+	Kind           ReceiverKind      `json:"kind"`
+	URL            string            `json:"url"`
+	Headers        map[string]string `json:"headers,omitempty"`
+	SendResolved   bool              `json:"send_resolved"`
+	RepeatInterval string            `json:"repeat_interval,omitempty"` // webhooks only
 }
 
 // MarshalJSON writes the normalised receiver; ParseReceiver reads it back to an equal value.
 // Header values, which may hold credentials, are written as they are: mix decides who may read
 // them.
 func (r Receiver) MarshalJSON() ([]byte, error) {
-	return json.Marshal(receiverJSON(r))
+	j := receiverJSON{ID: r.ID, Kind: r.Kind, URL: r.URL, Headers: r.Headers, SendResolved: r.SendResolved}
+	if r.Kind != ReceiverAlertmanager {
+		j.RepeatInterval = formatDuration(r.RepeatInterval)
+	}
+	return json.Marshal(j)
 }
 
 // UnmarshalJSON is ParseReceiver.

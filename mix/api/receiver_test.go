@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/quanyu/quanyu/mix/api"
 )
@@ -19,14 +20,14 @@ func TestParseReceiverExample(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := api.Receiver{ID: "ops", Kind: api.ReceiverWebhook, URL: "https://hooks.example.com:8443/alerts?src=quanyu",
-		Headers: map[string]string{"Authorization": "Bearer abc", "X-Scope-Orgid": "tenant-1"}}
+		Headers: map[string]string{"Authorization": "Bearer abc", "X-Scope-Orgid": "tenant-1"}, RepeatInterval: api.DefaultRepeatInterval}
 	if !reflect.DeepEqual(r, want) {
 		t.Errorf("ParseReceiver(example) = %+v, want %+v", r, want)
 	}
 	roundTrip(t, r, api.ParseReceiver, (*api.Receiver).Validate)
 	out, _ := json.Marshal(r)
 	const wantJSON = `{"id":"ops","kind":"webhook","url":"https://hooks.example.com:8443/alerts?src=quanyu",` +
-		`"headers":{"Authorization":"Bearer abc","X-Scope-Orgid":"tenant-1"},"send_resolved":false}`
+		`"headers":{"Authorization":"Bearer abc","X-Scope-Orgid":"tenant-1"},"send_resolved":false,"repeat_interval":"4h"}`
 	if string(out) != wantJSON {
 		t.Errorf("Marshal = %s, want %s", out, wantJSON)
 	}
@@ -38,11 +39,15 @@ func TestParseReceiverExample(t *testing.T) {
 		{`{"id":"am","kind":"Alertmanager","url":"HTTP://am.example:9093"}`,
 			api.Receiver{ID: "am", Kind: api.ReceiverAlertmanager, URL: "http://am.example:9093", SendResolved: true}},
 		{`{"id":"v6","kind":"webhook","url":"http://[2001:db8::1]/hook","headers":{},"send_resolved":true}`,
-			api.Receiver{ID: "v6", Kind: api.ReceiverWebhook, URL: "http://[2001:db8::1]/hook", SendResolved: true}},
+			api.Receiver{ID: "v6", Kind: api.ReceiverWebhook, URL: "http://[2001:db8::1]/hook", SendResolved: true, RepeatInterval: api.DefaultRepeatInterval}},
 		{`{"id":"path","kind":"webhook","url":"http://h/a b/ü"}`,
-			api.Receiver{ID: "path", Kind: api.ReceiverWebhook, URL: "http://h/a%20b/%C3%BC", SendResolved: true}},
+			api.Receiver{ID: "path", Kind: api.ReceiverWebhook, URL: "http://h/a%20b/%C3%BC", SendResolved: true, RepeatInterval: api.DefaultRepeatInterval}},
 		{`{"id":"user","kind":"webhook","url":"https://u:p@h/"}`,
-			api.Receiver{ID: "user", Kind: api.ReceiverWebhook, URL: "https://u:p@h/", SendResolved: true}},
+			api.Receiver{ID: "user", Kind: api.ReceiverWebhook, URL: "https://u:p@h/", SendResolved: true, RepeatInterval: api.DefaultRepeatInterval}},
+		{`{"id":"often","kind":"webhook","url":"http://h/","repeat_interval":"30m"}`,
+			api.Receiver{ID: "often", Kind: api.ReceiverWebhook, URL: "http://h/", SendResolved: true, RepeatInterval: 30 * time.Minute}},
+		{`{"id":"once","kind":"webhook","url":"http://h/","repeat_interval":"0s"}`,
+			api.Receiver{ID: "once", Kind: api.ReceiverWebhook, URL: "http://h/", SendResolved: true}},
 	} {
 		r, err := api.ParseReceiver([]byte(tt.doc))
 		if err != nil || !reflect.DeepEqual(r, tt.want) {
@@ -91,6 +96,11 @@ func TestReceiverRejects(t *testing.T) {
 		{"headers over the limit", recv("http://h", `"headers":{`+manyKeys(api.MaxMapEntries+1)+`}`), []string{"headers"}},
 		{"header value too long", recv("http://h", fmt.Sprintf(`"headers":{"X-A":%q}`, strings.Repeat("v", 1025))), []string{"headers.X-A"}},
 		{"send_resolved a string", recv("http://h", `"send_resolved":"yes"`), []string{"send_resolved"}},
+		{"repeat_interval in words", recv("http://h", `"repeat_interval":"an hour"`), []string{"repeat_interval"}},
+		{"repeat_interval negative", recv("http://h", `"repeat_interval":"-1h"`), []string{"repeat_interval"}},
+		{"repeat_interval too short", recv("http://h", `"repeat_interval":"10ms"`), []string{"repeat_interval"}},
+		{"repeat_interval over the limit", recv("http://h", `"repeat_interval":"8d"`), []string{"repeat_interval"}},
+		{"repeat_interval on an Alertmanager", `{"id":"am","kind":"alertmanager","url":"http://am:9093","repeat_interval":"1h"}`, []string{"repeat_interval"}},
 		{"send_resolved null", recv("http://h", `"send_resolved":null`), []string{"send_resolved"}},
 	}
 	runBad(t, cases, api.ParseReceiver)

@@ -142,9 +142,10 @@ type counter = atomic.Uint64
 // counters are the notifier's; Counters gives them by name. Every alert handed to Send is
 // either queued for no receiver (dropped.invalid, dropped.closed, dropped.no_receivers), or, for
 // each receiver it was meant for, skipped (skipped.resolved), superseded, delivered or dropped
-// for one of the other reasons. Re-posts are counted apart (resent), as they are not new alerts.
+// for one of the other reasons. Re-posts and repeats are counted apart (resent, repeated), as they
+// are not new alerts.
 type counters struct {
-	sent, delivered, requests, retried, failed, resent                  counter
+	sent, delivered, requests, retried, failed, resent, repeated        counter
 	skippedResolved, superseded                                         counter
 	droppedInvalid, droppedClosed, droppedNoReceivers, droppedQueueFull counter
 	droppedRemoved, droppedChanged, droppedShutdown, droppedFailed      counter
@@ -341,6 +342,7 @@ func (n *Notifier) firingAlerts() []Alert {
 //	sent                      alerts handed to Send
 //	delivered                 alerts in requests a receiver accepted (2xx), per receiver
 //	resent                    firing alerts re-posted to Alertmanager receivers
+//	repeated                  firing alerts delivered again to webhooks (their repeat_interval)
 //	requests                  HTTP requests made, retries included
 //	retried                   requests made again after a network error, 429 or 5xx
 //	failed                    requests given up: after MaxAttempts, or on another 4xx
@@ -361,6 +363,7 @@ func (n *Notifier) Counters() map[string]uint64 {
 		"sent":                     n.c.sent.Load(),
 		"delivered":                n.c.delivered.Load(),
 		"resent":                   n.c.resent.Load(),
+		"repeated":                 n.c.repeated.Load(),
 		"requests":                 n.c.requests.Load(),
 		"retried":                  n.c.retried.Load(),
 		"failed":                   n.c.failed.Load(),

@@ -459,6 +459,47 @@ func TestSendResolvedFalse(t *testing.T) {
 		"receiver.quiet.delivered": 1, "receiver.loud.delivered": 3})
 }
 
+// A webhook with a repeat_interval is sent its firing alerts again every interval, as
+// Alertmanager repeats a notification, until they resolve; a webhook without one is not, and
+// repeats are counted apart from the alerts handed to Send.
+func TestWebhookRepeatInterval(t *testing.T) {
+	rep, once := newRecorder(t, nil), newRecorder(t, nil)
+	r := webhook("rep", rep.srv.URL)
+	r.RepeatInterval = time.Second
+	n, _ := newNotifier(t, Options{}, r, webhook("once", once.srv.URL))
+
+	n.Send(firing("f1"))
+	first := rep.waitHits(t, 1)[0]
+	hits := rep.waitHits(t, 2)
+	if gap := hits[1].at.Sub(first.at); gap < time.Second || gap > 2*time.Second {
+		t.Errorf("the repeat came %s after the first delivery, want 1 s to 1.25 s or so", gap)
+	}
+	m := decodeWebhook(t, hits[1].body)
+	if got := fingerprints(m); !slices.Equal(got, []string{"f1"}) || m.Status != StatusFiring {
+		t.Errorf("the repeat holds %v (%s), want f1 firing", got, m.Status)
+	}
+	rep.waitHits(t, 3) // and again
+
+	n.Send(resolved("f1"))
+	waitFor(t, "the resolved alert at rep", func() bool {
+		h := rep.Hits()
+		return decodeWebhook(t, h[len(h)-1].body).Status == StatusResolved
+	})
+	after := len(rep.Hits())
+	time.Sleep(1500 * time.Millisecond)
+	if got := len(rep.Hits()); got != after {
+		t.Errorf("%d more requests after the alert resolved", got-after)
+	}
+	if got := len(once.Hits()); got != 2 {
+		t.Errorf("the webhook without a repeat interval got %d requests, want 2 (firing, resolved)", got)
+	}
+	c := n.Counters()
+	if c["repeated"] < 2 || c["receiver.rep.delivered"] != 2 || c["delivered"] != 4 {
+		t.Errorf("counters: repeated %d, rep delivered %d, delivered %d; want 2 or more, 2 and 4",
+			c["repeated"], c["receiver.rep.delivered"], c["delivered"])
+	}
+}
+
 // Network errors, 429 and 5xx are retried up to MaxAttempts; other 4xx are not.
 func TestRetries(t *testing.T) {
 	down := httptest.NewServer(http.NotFoundHandler())

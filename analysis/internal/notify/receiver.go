@@ -45,6 +45,7 @@ var (
 type queued struct {
 	a       Alert
 	arrived time.Time // on the monotonic clock, for GroupWait
+	repeat  bool      // queued again by repeat_interval, not handed to Send: counted apart
 }
 
 // receiver owns the queue and the goroutine of one receiver configuration.
@@ -65,6 +66,10 @@ type receiver struct {
 	// queue is bounded by QueueSize. Dropping the oldest reslices it, so its array is
 	// reallocated now and then by append; it never holds more than QueueSize alerts.
 	queue []queued
+
+	// lastSent is when each firing alert was last delivered here, by fingerprint, for a
+	// webhook's repeat_interval. Only the receiver's goroutine uses it.
+	lastSent map[string]time.Time
 }
 
 func newReceiver(n *Notifier, cfg api.Receiver, rc *receiverCounters) *receiver {
@@ -76,6 +81,8 @@ func newReceiver(n *Notifier, cfg api.Receiver, rc *receiverCounters) *receiver 
 		cancel: cancel,
 		wake:   make(chan struct{}, 1),
 		flush:  make(chan struct{}),
+
+		lastSent: map[string]time.Time{},
 	}
 	if cfg.Kind == api.ReceiverAlertmanager {
 		r.url = strings.TrimRight(cfg.URL, "/") + "/api/v2/alerts"
@@ -92,14 +99,21 @@ func (r *receiver) enqueue(a Alert, arrived time.Time) {
 	if r.skips(a) {
 		return
 	}
+	r.push(queued{a: a, arrived: arrived})
+}
+
+// push queues an entry, pushing the oldest out of a full queue, and wakes the goroutine.
+func (r *receiver) push(e queued) {
 	r.mu.Lock()
 	if len(r.queue) >= r.n.o.QueueSize {
+		if !r.queue[0].repeat {
+			r.n.c.droppedQueueFull.Add(1)
+			r.rc.droppedQueueFull.Add(1)
+		}
 		r.queue[0] = queued{}
 		r.queue = r.queue[1:]
-		r.n.c.droppedQueueFull.Add(1)
-		r.rc.droppedQueueFull.Add(1)
 	}
-	r.queue = append(r.queue, queued{a: a, arrived: arrived})
+	r.queue = append(r.queue, e)
 	r.mu.Unlock()
 	r.signal()
 }
@@ -134,8 +148,9 @@ func (r *receiver) stop(cause error) []queued {
 }
 
 // adopt takes over the queue of the receiver this one replaces.
+// Repeats are left out: they were the old configuration's, and this one repeats on its own.
 func (r *receiver) adopt(q []queued) {
-	q = slices.DeleteFunc(q, func(e queued) bool { return r.skips(e.a) })
+	q = slices.DeleteFunc(q, func(e queued) bool { return e.repeat || r.skips(e.a) })
 	if len(q) == 0 {
 		return
 	}
@@ -152,13 +167,20 @@ func (r *receiver) adopt(q []queued) {
 
 // run is the receiver's goroutine.
 func (r *receiver) run() {
-	var resend <-chan time.Time
+	var resend, repeat <-chan time.Time
 	if r.cfg.Kind == api.ReceiverAlertmanager {
 		t := time.NewTicker(r.n.o.ResendInterval)
 		defer t.Stop()
 		resend = t.C
 		// A new Alertmanager, or one whose address changed, learns at once what is firing.
 		r.resend()
+	}
+	if r.cfg.Kind == api.ReceiverWebhook && r.cfg.RepeatInterval > 0 {
+		// Checked a few times an interval (at most a minute apart): a repeat comes at most
+		// that much after it is due.
+		t := time.NewTicker(min(max(r.cfg.RepeatInterval/4, 100*time.Millisecond), time.Minute))
+		defer t.Stop()
+		repeat = t.C
 	}
 	for {
 		select {
@@ -174,6 +196,29 @@ func (r *receiver) run() {
 			r.deliver()
 		case <-resend:
 			r.resend()
+		case <-repeat:
+			r.repeat()
+		}
+	}
+}
+
+// repeat queues again, for a webhook, the firing alerts delivered here repeat_interval ago or
+// more, as Alertmanager repeats a notification, and forgets those no longer firing.
+func (r *receiver) repeat() {
+	now := r.n.o.Now()
+	firing := r.n.firingAlerts()
+	still := make(map[string]bool, len(firing))
+	for _, a := range firing {
+		still[a.Fingerprint] = true
+		if last, ok := r.lastSent[a.Fingerprint]; ok && now.Sub(last) >= r.cfg.RepeatInterval {
+			// Due again an interval from now, whether this delivery succeeds or not.
+			r.lastSent[a.Fingerprint] = now
+			r.push(queued{a: a, arrived: time.Now(), repeat: true})
+		}
+	}
+	for fp := range r.lastSent {
+		if !still[fp] {
+			delete(r.lastSent, fp)
 		}
 	}
 }
@@ -214,8 +259,14 @@ func (r *receiver) take() []queued {
 
 // abandon counts what is left when the receiver stops.
 func (r *receiver) abandon() {
-	if q := r.take(); len(q) > 0 {
-		r.dropped(len(q))
+	fresh := 0
+	for _, e := range r.take() {
+		if !e.repeat {
+			fresh++
+		}
+	}
+	if fresh > 0 {
+		r.dropped(fresh)
 	}
 }
 
@@ -237,7 +288,8 @@ func (r *receiver) deliver() {
 	if len(q) == 0 {
 		return
 	}
-	alerts := r.coalesce(q)
+	alerts, repeats := r.coalesce(q)
+	fresh := len(alerts) - repeats // the alerts handed to Send, which the counters account for
 	var body []byte
 	var err error
 	if r.cfg.Kind == api.ReceiverWebhook {
@@ -248,36 +300,54 @@ func (r *receiver) deliver() {
 	if err != nil {
 		// Alerts are maps of strings; encoding them cannot fail, but should it, it is counted.
 		r.log.Error("alerts dropped", "reason", "encoding", "alerts", len(alerts), "err", err)
-		r.n.c.droppedFailed.Add(uint64(len(alerts)))
+		r.n.c.droppedFailed.Add(uint64(fresh))
 		return
 	}
 	switch r.post(body, len(alerts)) {
 	case posted:
-		r.n.c.delivered.Add(uint64(len(alerts)))
-		r.rc.delivered.Add(uint64(len(alerts)))
+		r.n.c.delivered.Add(uint64(fresh))
+		r.rc.delivered.Add(uint64(fresh))
+		r.n.c.repeated.Add(uint64(repeats))
+		if r.cfg.Kind == api.ReceiverWebhook && r.cfg.RepeatInterval > 0 {
+			now := r.n.o.Now()
+			for _, a := range alerts {
+				if a.Status == StatusFiring {
+					r.lastSent[a.Fingerprint] = now
+				} else {
+					delete(r.lastSent, a.Fingerprint)
+				}
+			}
+		}
 	case refused:
-		r.n.c.droppedFailed.Add(uint64(len(alerts)))
+		r.n.c.droppedFailed.Add(uint64(fresh))
 	case stopped:
-		r.dropped(len(alerts))
+		r.dropped(fresh)
 	}
 }
 
 // coalesce keeps the latest state of each series, in the order of those states' arrival: a
-// series that fired and resolved within one GroupWait is delivered resolved, once.
-func (r *receiver) coalesce(q []queued) []Alert {
+// series that fired and resolved within one GroupWait is delivered resolved, once. It also
+// gives how many of those kept are repeats (see repeat).
+func (r *receiver) coalesce(q []queued) ([]Alert, int) {
 	seen := make(map[string]bool, len(q))
 	out := make([]Alert, 0, len(q))
+	repeats := 0
 	for i := len(q) - 1; i >= 0; i-- {
 		fp := q[i].a.Fingerprint
 		if seen[fp] {
-			r.n.c.superseded.Add(1)
+			if !q[i].repeat {
+				r.n.c.superseded.Add(1)
+			}
 			continue
 		}
 		seen[fp] = true
 		out = append(out, q[i].a)
+		if q[i].repeat {
+			repeats++
+		}
 	}
 	slices.Reverse(out)
-	return out
+	return out, repeats
 }
 
 // validFor is how long an Alertmanager keeps a posted firing alert firing without hearing of
