@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"syscall"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/quanyu/quanyu/internal/doctor"
 	"github.com/quanyu/quanyu/internal/gctune"
 	"github.com/quanyu/quanyu/mix"
+	"github.com/quanyu/quanyu/mix/api"
 	"github.com/quanyu/quanyu/mix/mixpb"
 )
 
@@ -253,6 +255,9 @@ func (u *upRun) run(ctx context.Context) error {
 	}
 	stopAll := func() {
 		for i := len(parts) - 1; i >= 0; i-- {
+			if parts[i].name == "mix" && u.lab != nil {
+				u.unseedLab()
+			}
 			parts[i].cancel()
 			select {
 			case <-parts[i].done:
@@ -305,6 +310,35 @@ func (u *upRun) seed(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// unseedLab takes the lab's applications out of mix's catalog as the lab goes: mix's data stays
+// in the state directory, and a later `quanyu up` on real interfaces should not name addresses
+// after a lab that is gone. An entry changed since the lab wrote it (by hand, or by a catalog
+// that reused the name) is someone else's now and stays.
+func (u *upRun) unseedLab() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := mix.Dial(mix.DialOptions{Address: u.mix.GRPCAddr()})
+	if err != nil {
+		u.log.Warn("taking the lab's applications out of mix's catalog failed", "err", err)
+		return
+	}
+	defer conn.Close()
+	client := mixpb.NewMixClient(conn)
+	for _, e := range u.lab.l.Catalog() {
+		obj, err := client.Get(ctx, &mixpb.GetRequest{Kind: "catalog", Id: e.App})
+		if err != nil {
+			continue // gone already
+		}
+		stored, err := api.ParseCatalog(obj.Json)
+		if err != nil || len(stored) != 1 || !reflect.DeepEqual(stored[0], e) {
+			continue
+		}
+		if _, err := client.Delete(ctx, &mixpb.DeleteRequest{Kind: "catalog", Id: e.App}); err != nil {
+			u.log.Warn("taking a lab application out of mix's catalog failed", "app", e.App, "err", err)
+		}
+	}
 }
 
 // banner says what runs where, once the agent is capturing (or after a few seconds).

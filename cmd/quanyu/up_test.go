@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/quanyu/quanyu/internal/testbin"
 	"github.com/quanyu/quanyu/internal/testnet"
+	"github.com/quanyu/quanyu/mix"
+	"github.com/quanyu/quanyu/mix/mixpb"
 )
 
 // labOwners are the lab's applications and their owners, as `quanyu lab` writes them into mix.
@@ -34,9 +37,9 @@ func TestUpLab(t *testing.T) {
 	}
 	// A prefix and a range of this test's own, so a real lab on the machine is not touched.
 	prefix := fmt.Sprintf("qyu%04d", rand.IntN(10000))
-	ui := freePort(t)
+	ui, stateDir := freePort(t), t.TempDir()
 	cmd := quanyu(t, "up", "--lab", "--lab-prefix", prefix, "--lab-cidr", fmt.Sprintf("10.179.%d.0/24", rand.IntN(250)),
-		"--state-dir", t.TempDir(), "--ui", ui, "--mix-listen", freePort(t), "--mix-http", freePort(t),
+		"--state-dir", stateDir, "--ui", ui, "--mix-listen", freePort(t), "--mix-http", freePort(t),
 		"--otlp-grpc", freePort(t), "--otlp-http", freePort(t))
 	binDir := filepath.Dir(cmd.Path)
 	var out syncBuffer
@@ -154,6 +157,29 @@ func TestUpLab(t *testing.T) {
 	}
 	if left := processesOf(binDir, prefix); len(left) > 0 {
 		t.Errorf("processes left: %v", left)
+	}
+
+	// The lab's applications left mix's catalog with the lab; mix's data (here the default
+	// subscription) stays in the state directory.
+	m := &mixProc{addr: freePort(t), cfg: filepath.Join(t.TempDir(), "mix.yaml")}
+	if err := writeFile(m.cfg, fmt.Sprintf("listen: %s\nhttp_listen: \"\"\ndata_dir: %s\n", m.addr, filepath.Join(stateDir, "mix"))); err != nil {
+		t.Fatal(err)
+	}
+	m.start(t)
+	conn, err := mix.Dial(mix.DialOptions{Address: m.addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := mixpb.NewMixClient(conn)
+	for kind, want := range map[string]int{"catalog": 0, "subscription": 1} {
+		list, err := client.List(context.Background(), &mixpb.ListRequest{Kind: kind})
+		if err != nil {
+			t.Fatalf("listing mix's %s after the stop: %v", kind, err)
+		}
+		if len(list.Objects) != want {
+			t.Errorf("mix holds %d %s objects after the stop, want %d: %v", len(list.Objects), kind, want, list.Objects)
+		}
 	}
 }
 
