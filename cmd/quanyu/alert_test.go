@@ -223,21 +223,7 @@ func TestAlertsLive(t *testing.T) {
 
 	// The agent watches api's link with eBPF (frames come from the eBPF capture), takes its
 	// subscriptions from mix, and sends OTLP to analysis.
-	agentCfg := filepath.Join(dir, "agent.yaml")
-	if err := writeFile(agentCfg, fmt.Sprintf(`identity:
-  id: lab-agent
-capture:
-  backend: ebpf
-  flush_interval: 500ms
-  idle_timeout: 5s
-plugins:
-  sink-otlp:
-    protocol: grpc
-    endpoint: %s
-    insecure: true
-`, a.grpc)); err != nil {
-		t.Fatal(err)
-	}
+	agentCfg := otlpAgentConfig(t, dir, "lab-agent", "ebpf", a.grpc)
 	agent := runAgentCmd(t, quanyu(t, "agent", "--config", agentCfg, "--nic", l.apiPort, "--mix", m.addr,
 		"--token", agentToken, "--sink", "otlp"), l.apiPort)
 	t.Cleanup(func() {

@@ -292,21 +292,7 @@ func startOTLPAgent(t *testing.T, id, nic, endpoint string) *agentProc {
 	if err := writeFile(sub, `{"id":"web","spec":{"L7":["HTTP"]}}`); err != nil {
 		t.Fatal(err)
 	}
-	cfg := filepath.Join(dir, "agent.yaml")
-	if err := writeFile(cfg, fmt.Sprintf(`identity:
-  id: %s
-capture:
-  backend: mmap
-  flush_interval: 500ms
-  idle_timeout: 5s
-plugins:
-  sink-otlp:
-    protocol: grpc
-    endpoint: %s
-    insecure: true
-`, id, endpoint)); err != nil {
-		t.Fatal(err)
-	}
+	cfg := otlpAgentConfig(t, dir, id, "mmap", endpoint)
 	cmd := quanyu(t, "agent", "--config", cfg, "--nic", nic, "--subscription", sub, "--sink", "otlp")
 	p := runAgentCmd(t, cmd, nic)
 	t.Cleanup(func() {
@@ -315,6 +301,29 @@ plugins:
 		}
 	})
 	return p
+}
+
+// otlpAgentConfig writes, in dir, the configuration of a test agent named id that captures with
+// backend, reports quickly (flows idle after 5 s, batches every 500 ms) and sends OTLP over gRPC
+// to endpoint; it gives the file's path.
+func otlpAgentConfig(t *testing.T, dir, id, backend, endpoint string) string {
+	t.Helper()
+	cfg := filepath.Join(dir, "agent.yaml")
+	if err := writeFile(cfg, fmt.Sprintf(`identity:
+  id: %s
+capture:
+  backend: %s
+  flush_interval: 500ms
+  idle_timeout: 5s
+plugins:
+  sink-otlp:
+    protocol: grpc
+    endpoint: %s
+    insecure: true
+`, id, backend, endpoint)); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
 
 const threeTierCatalog = `[
