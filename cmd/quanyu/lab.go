@@ -72,7 +72,14 @@ func newLabFlags(verb string, stderr io.Writer) *labFlags {
 	return f
 }
 
-func (f *labFlags) options() (qylab.Options, error) {
+// parse reads the verb's flags (no arguments are taken) and gives the lab's options.
+func (f *labFlags) parse(args []string) (qylab.Options, error) {
+	if err := f.fs.Parse(args); err != nil {
+		return qylab.Options{}, err
+	}
+	if f.fs.NArg() > 0 {
+		return qylab.Options{}, fmt.Errorf("unexpected argument %q", f.fs.Arg(0))
+	}
 	o := qylab.Options{Prefix: f.prefix, StateDir: f.stateDir}
 	if f.cidr != "" {
 		p, err := netip.ParsePrefix(f.cidr)
@@ -99,13 +106,7 @@ func labUp(args []string, stdout, stderr io.Writer) error {
 	f.fs.StringVar(&c.cert, "cert", "", "client certificate `file` (mTLS)")
 	f.fs.StringVar(&c.key, "key", "", "client key `file` (mTLS)")
 	f.fs.StringVar(&c.serverName, "server-name", "", "the `name` in mix's certificate")
-	if err := f.fs.Parse(args); err != nil {
-		return err
-	}
-	if f.fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q", f.fs.Arg(0))
-	}
-	o, err := f.options()
+	o, err := f.parse(args)
 	if err != nil {
 		return err
 	}
@@ -187,13 +188,7 @@ func labDNSName(h qylab.Host) string {
 func labDown(args []string, stdout, stderr io.Writer) error {
 	f := newLabFlags("down", stderr)
 	logLevel := f.fs.String("log-level", "warn", "debug, info, warn or error")
-	if err := f.fs.Parse(args); err != nil {
-		return err
-	}
-	if f.fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q", f.fs.Arg(0))
-	}
-	o, err := f.options()
+	o, err := f.parse(args)
 	if err != nil {
 		return err
 	}
@@ -218,13 +213,7 @@ func labDown(args []string, stdout, stderr io.Writer) error {
 func labStatus(args []string, stdout, stderr io.Writer) error {
 	f := newLabFlags("status", stderr)
 	output := f.fs.String("o", "table", "output: table or json")
-	if err := f.fs.Parse(args); err != nil {
-		return err
-	}
-	if f.fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q", f.fs.Arg(0))
-	}
-	o, err := f.options()
+	o, err := f.parse(args)
 	if err != nil {
 		return err
 	}
